@@ -1,0 +1,151 @@
+"""Audio sources: a file (through soundfile) or stdin (streaming WAV, else spooled).
+
+A source yields float32 blocks of shape (frames, channels) at its own rate. Reading is in
+blocks, so memory stays flat however long the input is. Every way an input can be unusable
+becomes a ``UsageError`` with one clear line (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import numpy as np
+
+from streamcli.exit import UsageError
+
+BLOCK_FRAMES = 4096
+
+
+class AudioSource(Protocol):
+    rate: int
+    channels: int
+    duration: float | None  # seconds, when known
+    live: bool  # True when the source is paced by a device clock (microphone)
+    label: str
+
+    def blocks(self) -> AsyncIterator[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class SoundFileSource:
+    """Any file libsndfile reads: WAV (every subtype), FLAC, OGG, AIFF, ..."""
+
+    live = False
+
+    def __init__(self, path: str | os.PathLike[str], label: str | None = None) -> None:
+        import soundfile as sf
+
+        p = Path(path)
+        self.label = label or str(path)
+        if not p.exists():
+            raise UsageError(f"{self.label}: no such file")
+        if p.is_dir():
+            raise UsageError(f"{self.label}: is a directory, not an audio file")
+        if p.stat().st_size == 0:
+            raise UsageError(f"{self.label}: the file is empty")
+        try:
+            self._file = sf.SoundFile(str(p))
+        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+            raise UsageError(f"{self.label}: not a readable audio file ({_sf_reason(e)})") from None
+        if self._file.channels < 1 or self._file.samplerate < 1:
+            self._file.close()
+            raise UsageError(f"{self.label}: the audio has no channels or no sample rate")
+        self.rate = int(self._file.samplerate)
+        self.channels = int(self._file.channels)
+        frames = self._file.frames
+        self.duration = frames / self.rate if frames and frames > 0 else None
+
+    def iter_sync(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        try:
+            while True:
+                block = self._file.read(block_frames, dtype="float32", always_2d=True)
+                if not len(block):
+                    return
+                yield block
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise UsageError(f"{self.label}: cannot decode the audio ({_sf_reason(e)})") from None
+
+    async def blocks(self) -> AsyncIterator[np.ndarray]:
+        for block in self.iter_sync():
+            yield block
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class WavStreamSource:
+    """A WAV stream on a pipe: parsed as it arrives (sox ... -t wav - | streamcli melvin -)."""
+
+    live = False
+    duration: float | None = None
+
+    def __init__(self, stream: BinaryIO, label: str = "stdin") -> None:
+        from streamcli.audio import wav
+
+        self.label = label
+        self._stream = stream
+        try:
+            self._fmt = wav.read_header(stream)
+        except wav.WavFormatError as e:
+            raise UsageError(f"{label}: {e}") from None
+        self.rate, self.channels = self._fmt.rate, self._fmt.channels
+        if self._fmt.data_size is not None:
+            self.duration = self._fmt.data_size / self._fmt.frame_bytes / self.rate
+
+    def iter_sync(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        from streamcli.audio import wav
+
+        yield from wav.iter_blocks(self._stream, self._fmt, block_frames)
+
+    async def blocks(self) -> AsyncIterator[np.ndarray]:
+        import asyncio
+
+        # A pipe may stall (a live producer): read in a thread so the session keeps running.
+        it = self.iter_sync()
+        while True:
+            block = await asyncio.to_thread(next, it, None)
+            if block is None:
+                return
+            yield block
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(spec: str, stdin: BinaryIO | None = None) -> AudioSource:
+    """``-`` reads stdin: WAV streams as it arrives; other formats (FLAC, OGG) are spooled to a
+    temporary file first, because libsndfile needs to seek in them."""
+    if spec != "-":
+        return SoundFileSource(spec)
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    head = stream.peek(12)[:12] if hasattr(stream, "peek") else b""
+    if not head:
+        raise UsageError("stdin: no audio on standard input (it is empty)")
+    if head[:4] in (b"RIFF", b"RF64"):
+        return WavStreamSource(stream)
+    return _spooled(stream)
+
+
+def _spooled(stream: BinaryIO) -> AudioSource:
+    with tempfile.NamedTemporaryFile(prefix="streamcli-stdin-", delete=False) as tmp:
+        shutil.copyfileobj(stream, tmp, 1 << 16)
+    try:
+        source = SoundFileSource(tmp.name, label="stdin")
+    finally:
+        os.unlink(tmp.name)  # the open SoundFile keeps the data readable on POSIX
+    return source
+
+
+def _sf_reason(e: Exception) -> str:
+    text = str(e)
+    # libsndfile says "Error opening '<path>': <reason>"; keep the reason only.
+    return text.split(": ", 1)[1] if ": " in text else text

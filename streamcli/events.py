@@ -1,0 +1,165 @@
+"""Normalized events: what every backend turns server messages into.
+
+Frozen dataclasses (the model: h11's ``_events.py``). A JSON line is
+``{"type": ..., "backend": ..., **fields}`` -- one schema for every backend, documented in
+the README. ``speaker`` is present only when the stream has a name (``--speaker``,
+``--split-channels``); fields that are ``None`` are left out of the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+# Error kinds: the session maps these to exit codes (see exit.py).
+AUTH = "auth"  # credentials rejected -> 3
+CONNECTION = "connection"  # cannot connect / connection lost -> 4
+SERVER = "server"  # the server reported an error -> 5
+PROTOCOL = "protocol"  # the server broke the protocol -> 5
+TIMEOUT = "timeout"  # waited longer than --timeout -> 6
+USAGE = "usage"  # the server refused our request as malformed (bad model, config) -> 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base class: every event names its backend and, when known, its speaker."""
+
+    type: ClassVar[str] = "event"
+    backend: str
+    speaker: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "words":
+                value = [w.to_dict() for w in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    confidence: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "word": self.word,
+            "start": self.start,
+            "end": self.end,
+            "confidence": self.confidence,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionStarted(Event):
+    """The connection is up. ``info`` carries ids worth reporting (url, transaction_id, call_id)."""
+
+    type: ClassVar[str] = "session"
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Partial(Event):
+    type: ClassVar[str] = "partial"
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Final(Event):
+    """Confirmed text. ``unconfirmed`` marks a tail the server never confirmed (see melvin.md)."""
+
+    type: ClassVar[str] = "final"
+    text: str
+    start: float | None = None
+    end: float | None = None
+    words: tuple[Word, ...] = ()
+    unconfirmed: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Status(Event):
+    """Connection state or a server notice: ``state`` is a short machine word, e.g. ``waiting``."""
+
+    type: ClassVar[str] = "status"
+    state: str
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress(Event):
+    """Progress towards a goal (Veridas voiced audio): ``value`` of ``goal`` ``unit``."""
+
+    type: ClassVar[str] = "progress"
+    value: float
+    goal: float | None = None
+    unit: str = ""
+    percent: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Emotion(Event):
+    """Emotion scores (Phebi), each already multiplied by the server's confidence."""
+
+    type: ClassVar[str] = "emotion"
+    scores: dict[str, float]
+    position: float | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Warning(Event):
+    type: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Error(Event):
+    """Something failed. ``kind`` selects the exit code; ``code`` is the server's own, if any."""
+
+    type: ClassVar[str] = "error"
+    message: str
+    kind: str = SERVER
+    code: int | str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class End(Event):
+    """The session ended normally. ``extra`` holds backend fields (``export_id`` for Melvin)."""
+
+    type: ClassVar[str] = "end"
+    reason: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.update(out.pop("extra"))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Raw(Event):
+    """A server message verbatim (``--raw``): text as received, binary as its length."""
+
+    type: ClassVar[str] = "raw"
+    message: str | None = None
+    binary_length: int | None = None
+
+
+def fatal_error(events: list[Event]) -> Error | None:
+    """The first error among ``events``, if any."""
+    for e in events:
+        if isinstance(e, Error):
+            return e
+    return None

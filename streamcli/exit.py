@@ -1,0 +1,71 @@
+"""Exit codes and the one place where failures become them (the model: httpie's ExitStatus)."""
+
+from __future__ import annotations
+
+import enum
+
+from streamcli import events as ev
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1  # unexpected internal error
+    USAGE = 2  # bad usage or unusable input
+    AUTH = 3  # credentials rejected
+    CONNECTION = 4  # cannot connect / connection lost
+    SERVER = 5  # server or protocol error
+    TIMEOUT = 6  # timed out
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM
+
+
+class StreamcliError(Exception):
+    """A failure with a one-line message for the user and an exit status."""
+
+    status: ExitStatus = ExitStatus.ERROR
+
+    def __init__(self, message: str, status: ExitStatus | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class UsageError(StreamcliError):
+    status = ExitStatus.USAGE
+
+
+class AuthError(StreamcliError):
+    status = ExitStatus.AUTH
+
+
+class ConnectError(StreamcliError):
+    status = ExitStatus.CONNECTION
+
+
+class ServerError(StreamcliError):
+    status = ExitStatus.SERVER
+
+
+class TimeoutExpired(StreamcliError):
+    status = ExitStatus.TIMEOUT
+
+
+_KIND_TO_STATUS = {
+    ev.AUTH: ExitStatus.AUTH,
+    ev.CONNECTION: ExitStatus.CONNECTION,
+    ev.SERVER: ExitStatus.SERVER,
+    ev.PROTOCOL: ExitStatus.SERVER,
+    ev.TIMEOUT: ExitStatus.TIMEOUT,
+    ev.USAGE: ExitStatus.USAGE,
+}
+
+
+def status_for_error_kind(kind: str) -> ExitStatus:
+    return _KIND_TO_STATUS.get(kind, ExitStatus.SERVER)
+
+
+def error_from_event(error: ev.Error) -> StreamcliError:
+    return StreamcliError(error.message, status_for_error_kind(error.kind))
