@@ -394,6 +394,7 @@ class Interrupts:
         self.count = 0
         self.graceful = asyncio.Event()
         self.abort = asyncio.Event()
+        self.output_closed = False  # stdout went away (``| head -1``): stop quietly
 
     def install(self) -> None:
         loop = asyncio.get_running_loop()
@@ -412,6 +413,12 @@ class Interrupts:
         self.graceful.set()
         if self.count >= 2:
             self.abort.set()
+
+    def trigger_abort(self) -> None:
+        """The reader of stdout is gone: nobody wants more results."""
+        self.output_closed = True
+        self.graceful.set()
+        self.abort.set()
 
 
 @dataclass
@@ -461,6 +468,10 @@ async def run_session(
         stopper = asyncio.create_task(interrupts.graceful.wait())
         await asyncio.wait({feeder, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
+        stop_capture = getattr(source, "stop", None)
+        if not feeder.done() and source.live and stop_capture is not None:
+            stop_capture()  # a live source drains what it captured, then ends
+            await feeder
         if not feeder.done():
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -488,6 +499,8 @@ async def run_session(
             for s in streams:
                 s.backend.give_up(asyncio.get_running_loop().time())
                 s.pump()
+            if interrupts.output_closed:
+                return Outcome(ExitStatus.OK, interrupted=True)
             return Outcome(ExitStatus.INTERRUPTED, interrupted=True)
         task.result()
     finally:

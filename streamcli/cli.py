@@ -1,0 +1,252 @@
+"""The Typer app: one command per backend, plus serve, demo, devices and config.
+
+Start-up matters: this module imports only typer and the small option module; each command
+imports what it needs when it runs. ``guarded`` is the one place where failures become exit
+codes and one clear stderr line (the model: httpie's ``main()``/``program()`` split).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from streamcli import __version__
+from streamcli.commands import options as o
+
+app = typer.Typer(
+    name="streamcli",
+    help="Stream audio to speech services and watch the results live.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+serve_app = typer.Typer(
+    name="serve",
+    help="Run a local protocol emulator (offline, no credentials).",
+    no_args_is_help=True,
+)
+app.add_typer(serve_app)
+
+T = TypeVar("T")
+
+
+def guarded(fn: Callable[[], int | None], debug: bool = False) -> None:
+    """Run a command body: StreamcliError -> its exit code and one line; never a traceback."""
+    from streamcli.exit import ExitStatus, StreamcliError
+
+    try:
+        code = fn() or 0
+    except StreamcliError as e:
+        print(f"streamcli: error: {e.message}", file=sys.stderr, flush=True)
+        code = int(e.status)
+    except KeyboardInterrupt:
+        print("streamcli: interrupted", file=sys.stderr, flush=True)
+        code = int(ExitStatus.INTERRUPTED)
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"streamcli: internal error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        code = int(ExitStatus.ERROR)
+    raise typer.Exit(code)
+
+
+def common_from(values: dict[str, Any]) -> o.Common:
+    fields = o.Common.__dataclass_fields__
+    picked = {k: v for k, v in values.items() if k in fields}
+    picked["speakers"] = list(values.get("speakers") or [])
+    picked["outputs"] = list(values.get("outputs") or [])
+    return o.Common(**picked)
+
+
+def secret(option: str | None, env: str) -> str | None:
+    """A credential from its option or its environment variable (option wins)."""
+    return option if option is not None else os.environ.get(env) or None
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"streamcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Stream audio to speech services and watch the results live.
+
+    Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 credentials rejected,
+    4 cannot connect / connection lost, 5 server or protocol error, 6 timed out, 130 interrupted.
+    """
+
+
+# ---- melvin -------------------------------------------------------------------------------------
+@app.command(
+    epilog="Example: streamcli melvin talk.wav --url ws://asr.example.org:8394 --json | jq -r "
+    "'select(.type==\"final\").text'",
+)
+def melvin(
+    input: o.InputArg = None,
+    url: Annotated[
+        str, typer.Option(help="Melvin-ASR WebSocket URL.", rich_help_panel=o.CONNECTION)
+    ] = "ws://localhost:8394",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="API key (better: the MELVIN_API_KEY environment variable).",
+            rich_help_panel=o.CONNECTION,
+            show_default=False,
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Send no auth frame (servers <= v1.1.0-dev.0).",
+            rich_help_panel=o.BACKEND,
+        ),
+    ] = False,
+    export: Annotated[
+        str | None,
+        typer.Option(
+            help="After the session, download exports: transcript,audio.", rich_help_panel=o.BACKEND
+        ),
+    ] = None,
+    export_dir: Annotated[
+        str, typer.Option(help="Where --export writes its files.", rich_help_panel=o.BACKEND)
+    ] = ".",
+    rest_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Melvin REST URL (default: same host, port 8393).", rich_help_panel=o.BACKEND
+        ),
+    ] = None,
+    mic: o.Mic = False,
+    device: o.Device = None,
+    duration: o.Duration = None,
+    save_audio: o.SaveAudio = None,
+    speed: o.Speed = 1.0,
+    chunk_ms: o.ChunkMs = 100,
+    split_channels: o.SplitChannels = False,
+    speakers: o.Speakers = None,
+    json: o.Json = False,
+    raw: o.Raw = False,
+    outputs: o.Outputs = None,
+    format: o.Format = None,
+    quiet: o.Quiet = False,
+    no_color: o.NoColor = False,
+    debug: o.Debug = False,
+    timeout: o.Timeout = 30.0,
+    connect_timeout: o.ConnectTimeout = 10.0,
+    ca_file: o.CaFile = None,
+    insecure: o.Insecure = False,
+) -> None:
+    """Stream to a Melvin-ASR server (open-source Whisper streaming)."""
+    common = common_from(locals())
+
+    def body() -> int:
+        from streamcli.commands.melvin import run_melvin
+
+        key = None if no_auth else secret(api_key, "MELVIN_API_KEY")
+        return run_melvin(common, url, key, export, export_dir, rest_url)
+
+    guarded(body, debug)
+
+
+# ---- serve --------------------------------------------------------------------------------------
+@serve_app.command("melvin")
+def serve_melvin(
+    port: Annotated[int, typer.Option(help="WebSocket port.", min=0, max=65535)] = 8394,
+    rest_port: Annotated[int, typer.Option(help="REST export port.", min=0, max=65535)] = 8393,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(help="Accepted API key (repeatable; none = an old server without auth)."),
+    ] = None,
+    seats: Annotated[int, typer.Option(help="Worker seats.", min=1)] = 1,
+    script: Annotated[
+        str | None, typer.Option(help="Transcript whose sentences become the words.")
+    ] = None,
+    reminder_interval: Annotated[
+        float, typer.Option(help="Seconds between 'waiting' reminders.")
+    ] = 10.0,
+    fault: Annotated[
+        str | None,
+        typer.Option(help="close-without-id | silent-after-eof | drop-after | reset-after"),
+    ] = None,
+    fault_after: Annotated[
+        float, typer.Option(help="Audio seconds before drop/reset faults.")
+    ] = 1.0,
+) -> None:
+    """Melvin-ASR emulator: WebSocket + REST export, faithful to the protocol page."""
+
+    def body() -> int:
+
+        from streamcli.emulators.common import NO_RECOGNIZER, serve_forever
+        from streamcli.emulators.melvin import FAULTS, MelvinEmulator
+        from streamcli.exit import UsageError
+
+        if fault is not None and fault not in FAULTS:
+            raise UsageError(f"--fault must be one of: {', '.join(FAULTS)}")
+        emu = MelvinEmulator(
+            host=host,
+            port=port,
+            rest_port=rest_port,
+            api_keys=api_key or [],
+            seats=seats,
+            script=script,
+            reminder_interval=reminder_interval,
+            fault=fault,
+            fault_after=fault_after,
+        )
+        banner = [NO_RECOGNIZER, f"REST exports on http://{host}:{rest_port}"]
+        return _serve(lambda: serve_forever(emu, banner))
+
+    guarded(body)
+
+
+def _serve(run: Callable[[], Any]) -> int:
+    import asyncio
+
+    from streamcli.exit import ConnectError
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+    except OSError as e:
+        raise ConnectError(f"cannot listen: {e.strerror or e}") from None
+    return 0
+
+
+# ---- demo ---------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    speed: o.Speed = 1.0,
+    json: o.Json = False,
+    quiet: o.Quiet = False,
+    no_color: o.NoColor = False,
+) -> None:
+    """Stream the bundled speech sample to an in-process Melvin emulator (offline)."""
+    common = common_from(locals())
+
+    def body() -> int:
+        from streamcli.commands.melvin import run_demo
+
+        return run_demo(common)
+
+    guarded(body)
+
+
+def run() -> None:
+    app()

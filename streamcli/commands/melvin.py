@@ -1,0 +1,161 @@
+"""``streamcli melvin`` and ``streamcli demo``: the session, then the REST exports."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from streamcli.backends.base import Backend
+from streamcli.backends.melvin import MelvinBackend
+from streamcli.commands.options import Common
+from streamcli.commands.run import run_streaming
+from streamcli.exit import AuthError, ConnectError, ExitStatus, ServerError, UsageError
+
+EXPORT_KINDS = ("transcript", "audio")
+
+
+def parse_exports(value: str | None) -> list[str]:
+    if not value:
+        return []
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in EXPORT_KINDS]
+    if bad:
+        raise UsageError(f"--export: unknown kind {bad[0]!r} (choose from transcript,audio)")
+    return kinds
+
+
+def default_rest_url(ws_url: str) -> str:
+    p = urlsplit(ws_url)
+    scheme = "https" if p.scheme == "wss" else "http"
+    return urlunsplit((scheme, f"{p.hostname}:8393", "", "", ""))
+
+
+def check_ws_url(url: str) -> None:
+    p = urlsplit(url)
+    if p.scheme not in ("ws", "wss") or not p.hostname:
+        raise UsageError(f"--url {url!r}: expected ws://HOST[:PORT] or wss://HOST[:PORT]")
+    try:
+        p.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise UsageError(f"--url {url!r}: bad port") from None
+
+
+def run_melvin(
+    common: Common,
+    url: str,
+    api_key: str | None,
+    export: str | None,
+    export_dir: str,
+    rest_url: str | None,
+) -> int:
+    check_ws_url(url)
+    kinds = parse_exports(export)
+    status, backends = run_streaming(
+        common, "melvin", lambda speaker: MelvinBackend(url, api_key, speaker=speaker)
+    )
+    if status != ExitStatus.OK or not kinds:
+        return status
+    ids = [b.export_id for b in backends if isinstance(b, MelvinBackend) and b.export_id]
+    base = rest_url or default_rest_url(url)
+    asyncio.run(fetch_exports(base, api_key, ids, kinds, Path(export_dir), common.quiet))
+    return status
+
+
+async def fetch_exports(
+    rest_url: str, api_key: str | None, ids: list[str], kinds: list[str], out_dir: Path, quiet: bool
+) -> None:
+    import aiohttp
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--export-dir {out_dir}: {e.strerror}") from None
+    headers = {"Authorization": api_key} if api_key else {}
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
+        for export_id in ids:
+            for kind in kinds:
+                target = out_dir / f"{export_id}.{'json' if kind == 'transcript' else 'wav'}"
+                url = f"{rest_url.rstrip('/')}/export/{kind}/{export_id}"
+                try:
+                    async with http.get(url) as resp:
+                        body = await resp.read()
+                        if resp.status == 401:
+                            raise AuthError(f"the Melvin REST API rejected the key ({url})")
+                        if resp.status != 200:
+                            raise ServerError(
+                                f"export {kind} failed: HTTP {resp.status} {_detail(body)}"
+                            )
+                except aiohttp.ClientError as e:
+                    raise ConnectError(f"cannot fetch the export from {rest_url}: {e}") from None
+                target.write_bytes(body)
+                if not quiet:
+                    print(f"streamcli: saved {kind} export to {target}", file=sys.stderr)
+
+
+def _detail(body: bytes) -> str:
+    import json
+
+    try:
+        return str(json.loads(body).get("detail", ""))
+    except (ValueError, AttributeError):
+        return body[:80].decode("utf-8", "replace")
+
+
+def sample_paths() -> tuple[Path, Path]:
+    data = resources.files("streamcli") / "data"
+    return Path(str(data / "sample.wav")), Path(str(data / "sample.txt"))
+
+
+def run_demo(common: Common) -> int:
+    """Start the Melvin emulator on a free loopback port and stream the bundled sample to it."""
+    import threading
+
+    from streamcli.emulators.melvin import MelvinEmulator
+
+    wav, script = sample_paths()
+    key = secrets.token_hex(16)
+    ready = threading.Event()
+    holder: dict[str, object] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            emu = MelvinEmulator(port=0, rest_port=None, api_keys=[key], script=script)
+            await emu.start()
+            holder["url"] = emu.url
+            holder["stop"] = stop = asyncio.Event()
+            holder["loop"] = asyncio.get_running_loop()
+            ready.set()
+            await stop.wait()
+            await emu.stop()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, name="melvin-emulator", daemon=True)
+    thread.start()
+    ready.wait(10)
+    if "url" not in holder:
+        raise ConnectError("the demo emulator did not start")
+    url = str(holder["url"])
+    if not common.quiet and not common.json:
+        print(
+            f"streamcli demo: Melvin emulator on {url} (no recognizer: words come from the "
+            f"sample's transcript); streaming {wav.name}",
+            file=sys.stderr,
+        )
+    common.input = str(wav)
+
+    def make(speaker: str | None) -> Backend:
+        return MelvinBackend(url, key, speaker=speaker)
+
+    try:
+        status, _ = run_streaming(common, "melvin", make)
+    finally:
+        loop = holder["loop"]
+        loop.call_soon_threadsafe(holder["stop"].set)  # type: ignore[union-attr,attr-defined]
+        thread.join(5)
+    return status

@@ -1,0 +1,168 @@
+"""Option types shared by every backend command (the CLI contract), grouped in help panels.
+
+Only typer is imported here: ``streamcli --help`` must stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import typer
+
+INPUT = "Input"
+OUTPUT = "Output"
+CONNECTION = "Connection"
+BACKEND = "Backend"
+
+InputArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Audio file (WAV, FLAC, OGG, ...) or '-' for a WAV/FLAC stream on stdin.",
+        show_default=False,
+    ),
+]
+Mic = Annotated[
+    bool, typer.Option("--mic", help="Capture from the microphone.", rich_help_panel=INPUT)
+]
+Device = Annotated[
+    str | None,
+    typer.Option(help="Input device: index or name substring.", rich_help_panel=INPUT),
+]
+Duration = Annotated[
+    float | None,
+    typer.Option(help="Stop after this many seconds of audio.", rich_help_panel=INPUT, min=0.01),
+]
+SaveAudio = Annotated[
+    str | None,
+    typer.Option(
+        help="Also write the captured input audio to this WAV file.", rich_help_panel=INPUT
+    ),
+]
+Speed = Annotated[
+    float,
+    typer.Option(
+        help="Pacing: 1 = real time, 2 = twice as fast, 0 = as fast as the server takes it.",
+        rich_help_panel=INPUT,
+        min=0.0,
+        max=1000.0,
+    ),
+]
+ChunkMs = Annotated[
+    int,
+    typer.Option(help="Audio per frame, in milliseconds.", rich_help_panel=INPUT, min=10, max=5000),
+]
+SplitChannels = Annotated[
+    bool,
+    typer.Option(
+        "--split-channels",
+        help="Send each input channel to its own stream (one per speaker).",
+        rich_help_panel=INPUT,
+    ),
+]
+Speakers = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--speaker",
+        help="Speaker name; repeat for --split-channels in channel order.",
+        rich_help_panel=INPUT,
+    ),
+]
+Json = Annotated[
+    bool, typer.Option("--json", help="JSON Lines events on stdout.", rich_help_panel=OUTPUT)
+]
+Raw = Annotated[
+    bool,
+    typer.Option(
+        "--raw", help="The server's messages verbatim, one JSON line each.", rich_help_panel=OUTPUT
+    ),
+]
+Outputs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Write results to FILE (.txt .jsonl .srt .vtt); repeatable.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Format = Annotated[
+    str | None,
+    typer.Option(
+        "--format", help="Format of --output files: txt, jsonl, srt, vtt.", rich_help_panel=OUTPUT
+    ),
+]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No status lines on stderr.", rich_help_panel=OUTPUT)
+]
+NoColor = Annotated[bool, typer.Option("--no-color", help="No colors.", rich_help_panel=OUTPUT)]
+Debug = Annotated[
+    bool,
+    typer.Option("--debug", help="Wire trace on stderr (secrets masked).", rich_help_panel=OUTPUT),
+]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        help="Max seconds to wait for the end of the session after the audio ends.",
+        rich_help_panel=CONNECTION,
+        min=0.1,
+    ),
+]
+ConnectTimeout = Annotated[
+    float,
+    typer.Option(help="Max seconds to open the connection.", rich_help_panel=CONNECTION, min=0.1),
+]
+CaFile = Annotated[
+    str | None,
+    typer.Option(
+        help="Trust this CA certificate (PEM) for wss:// and https://.", rich_help_panel=CONNECTION
+    ),
+]
+Insecure = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Skip TLS certificate checks (prints a warning).",
+        rich_help_panel=CONNECTION,
+    ),
+]
+Profile = Annotated[
+    str | None,
+    typer.Option(help="Use the named profile of the config file.", rich_help_panel=CONNECTION),
+]
+ConfigPath = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        help="Config file (default: ~/.config/streamcli/config.toml).",
+        rich_help_panel=CONNECTION,
+    ),
+]
+
+
+@dataclass
+class Common:
+    """The options every backend command shares, as the runner sees them."""
+
+    input: str | None = None
+    mic: bool = False
+    device: str | None = None
+    duration: float | None = None
+    save_audio: str | None = None
+    speed: float = 1.0
+    chunk_ms: int = 100
+    split_channels: bool = False
+    speakers: list[str] = field(default_factory=list)
+    json: bool = False
+    raw: bool = False
+    outputs: list[str] = field(default_factory=list)
+    format: str | None = None
+    quiet: bool = False
+    no_color: bool = False
+    debug: bool = False
+    timeout: float = 30.0
+    connect_timeout: float = 10.0
+    ca_file: str | None = None
+    insecure: bool = False
+    profile: str | None = None
+    config: str | None = None

@@ -1,0 +1,200 @@
+"""The runner behind every WebSocket backend command: options -> source, streams, sinks ->
+session -> exit status. Heavy imports live here, not in cli.py, so --help stays fast."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from streamcli import events as ev
+from streamcli.audio.sources import AudioSource, open_source
+from streamcli.backends.base import Backend
+from streamcli.commands.options import Common
+from streamcli.exit import ExitStatus, UsageError
+from streamcli.session import Interrupts, Outcome, SessionOptions, Stream, run_session
+from streamcli.sinks.stream import (
+    Fanout,
+    JsonLinesSink,
+    LineWriter,
+    PlainTextSink,
+    RawSink,
+    Sink,
+    StatusSink,
+)
+from streamcli.transport.websocket import WireOptions
+
+BackendFactory = Callable[[str | None], Backend]
+
+
+def open_input(common: Common) -> AudioSource:
+    if common.mic and common.input is not None:
+        raise UsageError("give either INPUT or --mic, not both")
+    if common.mic:
+        from streamcli.audio.mic import MicSource, select_device
+
+        device = select_device(common.device)
+        return MicSource(device=device, want_rate=16000)
+    if common.input is None:
+        raise UsageError("missing INPUT: give an audio file, '-' for stdin, or --mic")
+    return open_source(common.input)
+
+
+def speaker_names(common: Common, channels: int) -> list[str | None]:
+    if not common.split_channels:
+        if len(common.speakers) > 1:
+            raise UsageError("several --speaker names need --split-channels (one per channel)")
+        return [common.speakers[0] if common.speakers else None]
+    if common.speakers and len(common.speakers) != channels:
+        raise UsageError(
+            f"--split-channels: the input has {channels} channel(s) but "
+            f"{len(common.speakers)} --speaker name(s) were given"
+        )
+    return list(common.speakers) or [f"channel{i + 1}" for i in range(channels)]
+
+
+class Outputs:
+    """All sinks of a run: stdout, stderr status, the live view, output files."""
+
+    def __init__(
+        self, common: Common, backend: str, source: AudioSource, on_broken: Callable[[], None]
+    ):
+        self.sinks: list[Sink] = []
+        self.live: Any = None
+        stdout_tty = sys.stdout.isatty()
+        writer = LineWriter(sys.stdout, on_broken)
+        if common.raw:
+            self.sinks.append(RawSink(writer))
+        elif common.json:
+            self.sinks.append(JsonLinesSink(writer))
+        elif stdout_tty and not common.quiet:
+            from rich.console import Console
+
+            from streamcli.sinks.live import LiveView
+
+            no_color = common.no_color or "NO_COLOR" in os.environ
+            console = Console(file=sys.stdout, no_color=no_color, highlight=False, markup=False)
+            self.live = LiveView(console, backend, duration=source.duration)
+            self.sinks.append(self.live)
+        else:
+            self.sinks.append(PlainTextSink(writer, label_speakers=common.split_channels))
+        if self.live is None:
+            self.sinks.append(StatusSink(quiet=common.quiet or common.json or common.raw))
+        for path in common.outputs:
+            from streamcli.sinks.files import open_output
+
+            self.sinks.append(open_output(path, common.format))
+        self.fanout = Fanout(self.sinks)
+        self.first_error: ev.Error | None = None
+
+    def handle(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Error) and self.first_error is None:
+            self.first_error = event
+        self.fanout.handle(event)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+        self.fanout.close()
+
+
+def run_streaming(
+    common: Common, backend_name: str, make_backend: BackendFactory
+) -> tuple[int, list[Backend]]:
+    """Run one session; returns the exit status and the backends (for post-session work)."""
+    source = open_input(common)
+    try:
+        names = speaker_names(common, source.channels)
+        backends = [make_backend(name) for name in names]
+        interrupts = Interrupts()
+        outputs = Outputs(common, backend_name, source, on_broken=interrupts.trigger_abort)
+        options = SessionOptions(
+            speed=common.speed,
+            chunk_ms=common.chunk_ms,
+            timeout=common.timeout,
+            wire=WireOptions(
+                connect_timeout=common.connect_timeout,
+                ca_file=common.ca_file,
+                insecure=common.insecure,
+            ),
+            raw=common.raw,
+            debug=common.debug,
+            duration=common.duration,
+        )
+        if common.insecure:
+            print(
+                "streamcli: warning: --insecure: TLS certificates are not checked", file=sys.stderr
+            )
+        outcome = _run(source, backends, names, outputs, options, interrupts, common)
+    finally:
+        source.close()
+    if outputs.first_error is not None:
+        print(f"streamcli: error: {outputs.first_error.message}", file=sys.stderr, flush=True)
+    elif outcome.status == ExitStatus.INTERRUPTED:
+        print("streamcli: interrupted", file=sys.stderr, flush=True)
+    return int(outcome.status), backends
+
+
+def _run(
+    source: AudioSource,
+    backends: list[Backend],
+    names: list[str | None],
+    outputs: Outputs,
+    options: SessionOptions,
+    interrupts: Interrupts,
+    common: Common,
+) -> Outcome:
+    saver = _AudioSaver(common.save_audio, source) if common.save_audio else None
+    level = getattr(source, "level", None)
+
+    def on_audio(block: Any) -> None:
+        if outputs.live is not None:
+            outputs.live.add_audio(len(block) / source.rate)
+            if level is not None:
+                outputs.live.level_db = source.level  # type: ignore[attr-defined]
+        if saver is not None:
+            saver.write(block)
+
+    async def main() -> Outcome:
+        streams = [
+            Stream(b, outputs.handle, options, channel=i if common.split_channels else None)
+            for i, b in enumerate(backends)
+        ]
+        return await run_session(source, streams, options, interrupts, on_audio=on_audio)
+
+    if outputs.live is not None:
+        outputs.live.start()
+    try:
+        return asyncio.run(main())
+    finally:
+        outputs.close()
+        if saver is not None:
+            saver.close()
+
+
+class _AudioSaver:
+    """``--save-audio``: exactly what was read/captured, flushed as it goes."""
+
+    def __init__(self, path: str, source: AudioSource) -> None:
+        import soundfile as sf
+
+        try:
+            self.file = sf.SoundFile(
+                path,
+                "w",
+                samplerate=source.rate,
+                channels=source.channels,
+                subtype="PCM_16",
+                format="WAV",
+            )
+        except (OSError, RuntimeError, sf.LibsndfileError) as e:
+            raise UsageError(f"--save-audio {path}: cannot write it ({e})") from None
+
+    def write(self, block: Any) -> None:
+        self.file.write(block)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()

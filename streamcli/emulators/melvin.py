@@ -1,0 +1,331 @@
+"""Melvin-ASR emulator: the WebSocket and REST protocol of ``shared/protocols/melvin.md``.
+
+Faithful to the server's quirks: no auth ack, the three exact failure strings (then close 1000),
+"waiting" reminders while no worker seat is free (frames queued meanwhile), indent=2 JSON,
+partials with leading/double spaces, a transcription pass about once per second of received
+audio, the 32-hex export id then close 1000, and REST exports on a second port.
+
+Switches (constructor keywords, also ``streamcli serve melvin`` options):
+- ``api_keys``: accepted keys; empty = an old server without the auth frame (<= v1.1.0-dev.0).
+- ``seats``: worker seats; ``reminder_interval``: seconds between "waiting" reminders (10).
+- ``script``: transcript file whose sentences are spread over the voiced audio.
+- ``fault``: ``close-without-id`` (crash at eof), ``silent-after-eof`` (never answer eof),
+  ``drop-after`` (close 1011 after ``fault_after`` seconds of audio), ``reset-after`` (abort the
+  TCP connection after ``fault_after`` seconds of audio). The real eof race is always emulated:
+  eof right after audio sent much faster than real time closes 1000 without an id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import uuid
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from streamcli.emulators.common import ScriptedRecognizer, ScriptWord
+
+AUTH_NOT_TEXT = "Initial message was not text and therefore did not match the expected auth format"
+AUTH_BAD_JSON = "Initial websocket message contained invalid json"
+AUTH_BAD_KEY = "Provided api key is invalid"
+WAITING = "No transcription workers available. Retrying in 10 seconds"
+UNKNOWN = "control message unknown"
+RATE = 16000
+FAULTS = ("close-without-id", "silent-after-eof", "drop-after", "reset-after")
+SERVE_HELP = "Melvin-ASR emulator (WebSocket on --port, REST export on --rest-port)."
+
+
+@dataclass
+class MelvinConnection:
+    """What one client did, for tests."""
+
+    path: str
+    frames: list[tuple[str, int | str]] = field(default_factory=list)  # ("text", s) / ("binary", n)
+    audio: bytearray = field(default_factory=bytearray)
+    authenticated: bool = False
+    waited_for_seat: bool = False
+    eof_received: bool = False
+    export_id: str | None = None
+    ended: str = ""
+
+    @property
+    def audio_seconds(self) -> float:
+        return len(self.audio) / 2 / RATE
+
+    def pcm(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.audio), "<i2")
+
+
+class MelvinEmulator:
+    name = "melvin"
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rest_port: int | None = 0,
+        api_keys: tuple[str, ...] | list[str] = (),
+        seats: int = 1,
+        script: str | Path | None = None,
+        reminder_interval: float = 10.0,
+        fault: str | None = None,
+        fault_after: float = 1.0,
+    ) -> None:
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
+        self.host, self.port, self.rest_port = host, port, rest_port
+        self.api_keys = tuple(api_keys)
+        self.seats = seats
+        self.script = script
+        self.reminder_interval = reminder_interval
+        self.fault, self.fault_after = fault, fault_after
+        self.connections: list[MelvinConnection] = []
+        self.exports: dict[str, tuple[list[dict], bytes]] = {}
+        self._free_seats = asyncio.Semaphore(seats)
+        self._runners: list[web.AppRunner] = []
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.rest_port}"
+
+    async def start(self) -> None:
+        ws_app = web.Application()
+        ws_app.router.add_get("/health", self._health)
+        ws_app.router.add_route("GET", "/{tail:.*}", self._websocket)
+        self.port = await self._listen(ws_app, self.port)
+        if self.rest_port is not None:
+            rest = web.Application()
+            rest.router.add_get("/export/transcript/{id}", self._export_transcript)
+            rest.router.add_get("/export/audio/{id}", self._export_audio)
+            rest.router.add_get("/health", self._health)
+            self.rest_port = await self._listen(rest, self.rest_port)
+
+    async def _listen(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, port)
+        await site.start()
+        self._runners.append(runner)
+        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+
+    # ---- WebSocket ----------------------------------------------------------------------------
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if request.path != "/":
+            return web.Response(status=403, text="Forbidden")
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=400, text="WebSocket expected")
+        await ws.prepare(request)
+        conn = MelvinConnection(path=request.path)
+        self.connections.append(conn)
+        try:
+            await self._session(ws, conn)
+        except ConnectionResetError:
+            conn.ended = conn.ended or "client vanished"
+        return ws
+
+    async def _session(self, ws: web.WebSocketResponse, conn: MelvinConnection) -> None:
+        if self.api_keys and not await self._authenticate(ws, conn):
+            return
+        conn.authenticated = True
+        queue: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.create_task(self._read(ws, conn, queue))
+        try:
+            if not await self._take_seat(ws, conn, reader):
+                return
+            try:
+                await self._transcribe(ws, conn, queue)
+            finally:
+                self._free_seats.release()
+        finally:
+            reader.cancel()
+
+    async def _authenticate(self, ws: web.WebSocketResponse, conn: MelvinConnection) -> bool:
+        msg = await ws.receive()
+        if msg.type == WSMsgType.BINARY:
+            conn.frames.append(("binary", len(msg.data)))
+            return await self._reject(ws, conn, AUTH_NOT_TEXT)
+        if msg.type != WSMsgType.TEXT:
+            conn.ended = "closed before auth"
+            return False
+        conn.frames.append(("text", msg.data))
+        try:
+            key = json.loads(msg.data)["Authorization"]
+        except (ValueError, KeyError, TypeError):
+            return await self._reject(ws, conn, AUTH_BAD_JSON)
+        if key not in self.api_keys:
+            return await self._reject(ws, conn, AUTH_BAD_KEY)
+        return True
+
+    async def _reject(self, ws: web.WebSocketResponse, conn: MelvinConnection, text: str) -> bool:
+        await ws.send_str(text)
+        await ws.close(code=1000)
+        conn.ended = f"rejected: {text}"
+        return False
+
+    async def _take_seat(
+        self, ws: web.WebSocketResponse, conn: MelvinConnection, reader: asyncio.Task
+    ) -> bool:
+        if not self._free_seats.locked():
+            await self._free_seats.acquire()
+            return True
+        conn.waited_for_seat = True
+        seat = asyncio.ensure_future(self._free_seats.acquire())
+        while True:
+            await ws.send_str(WAITING)
+            await asyncio.wait(
+                {seat, reader}, timeout=self.reminder_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            if seat.done():
+                return True
+            if reader.done():  # the client left while waiting
+                seat.cancel()
+                conn.ended = "left while waiting for a seat"
+                return False
+
+    async def _read(self, ws: web.WebSocketResponse, conn: MelvinConnection, queue: asyncio.Queue):
+        """Receive frames into a queue (frames sent while waiting for a seat are queued)."""
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                conn.frames.append(("binary", len(msg.data)))
+                await queue.put(("binary", msg.data, time.monotonic()))
+            elif msg.type == WSMsgType.TEXT:
+                conn.frames.append(("text", msg.data))
+                await queue.put(("text", msg.data, time.monotonic()))
+        await queue.put(("closed", None, time.monotonic()))
+
+    async def _transcribe(
+        self, ws: web.WebSocketResponse, conn: MelvinConnection, queue: asyncio.Queue
+    ) -> None:
+        recognizer = ScriptedRecognizer.from_file(self.script, RATE)
+        finals: list[dict] = []
+        next_pass = 1.0
+        first_audio: float | None = None
+        last_audio = 0.0
+        while True:
+            kind, data, at = await queue.get()
+            if kind == "closed":
+                conn.ended = conn.ended or "client closed without eof"
+                return
+            if kind == "text":
+                if "eof" in data:
+                    conn.eof_received = True
+                    await self._eof(ws, conn, finals, first_audio, last_audio, at)
+                    return
+                await ws.send_str(UNKNOWN)
+                continue
+            if len(data) % 2:
+                # An odd frame makes the real server raise: close 1000, no message.
+                conn.ended = "odd-length frame"
+                await ws.close(code=1000)
+                return
+            first_audio = first_audio if first_audio is not None else at
+            last_audio = at
+            conn.audio += data
+            recognizer.feed(np.frombuffer(data, "<i2"))
+            if await self._fault_mid_stream(ws, conn):
+                return
+            if conn.audio_seconds >= next_pass:
+                next_pass = conn.audio_seconds + 1.0
+                await self._transcription_pass(ws, recognizer, finals)
+
+    async def _fault_mid_stream(self, ws: web.WebSocketResponse, conn: MelvinConnection) -> bool:
+        if self.fault not in ("drop-after", "reset-after") or conn.audio_seconds < self.fault_after:
+            return False
+        conn.ended = self.fault
+        if self.fault == "drop-after":
+            await ws.close(code=1011)
+        else:
+            transport = ws._req.transport if ws._req is not None else None  # type: ignore[attr-defined]
+            if transport is not None:
+                transport.abort()
+        return True
+
+    async def _transcription_pass(
+        self, ws: web.WebSocketResponse, recognizer: ScriptedRecognizer, finals: list[dict]
+    ) -> None:
+        while len(finals) < len(recognizer.finals):
+            final = _final_message(recognizer.finals[len(finals)])
+            finals.append(final)
+            await ws.send_str(json.dumps(final, indent=2, ensure_ascii=False))
+        # Whisper's raw words keep their leading space and are joined with " " (melvin.md).
+        partial = " ".join(" " + w for w in recognizer.current_partial())
+        await ws.send_str(json.dumps({"partial": partial}, indent=2, ensure_ascii=False))
+
+    async def _eof(
+        self,
+        ws: web.WebSocketResponse,
+        conn: MelvinConnection,
+        finals: list[dict],
+        first_audio: float | None,
+        last_audio: float,
+        at: float,
+    ) -> None:
+        if self.fault == "silent-after-eof":
+            conn.ended = "silent after eof"
+            await asyncio.sleep(3600)
+            return
+        wall = (last_audio - first_audio) if first_audio is not None else 0.0
+        raced = conn.audio_seconds > 2.0 * wall + 1.0 and at - last_audio < 0.2
+        if self.fault == "close-without-id" or raced:
+            conn.ended = "closed without id" + (" (eof race)" if raced else "")
+            await ws.close(code=1000)
+            return
+        export_id = uuid.uuid4().hex
+        conn.export_id = export_id
+        self.exports[export_id] = (finals, bytes(conn.audio))
+        await ws.send_str(export_id)
+        await ws.close(code=1000)
+        conn.ended = "eof"
+
+    # ---- REST -----------------------------------------------------------------------------------
+    def _authorized(self, request: web.Request) -> bool:
+        return not self.api_keys or request.headers.get("Authorization") in self.api_keys
+
+    async def _export_transcript(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"detail": "Unauthorized"}, status=401)
+        export = self.exports.get(request.match_info["id"])
+        if export is None or not export[0]:
+            return web.json_response({"detail": "Transcription ID not found"}, status=404)
+        return web.json_response(export[0])
+
+    async def _export_audio(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"detail": "Unauthorized"}, status=401)
+        export = self.exports.get(request.match_info["id"])
+        if export is None:
+            return web.json_response({"detail": "File not found"}, status=404)
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(RATE)
+            w.writeframes(export[1])
+        return web.Response(body=buf.getvalue(), content_type="audio/wav")
+
+
+def _final_message(words: list[ScriptWord]) -> dict:
+    return {
+        "result": [{"conf": w.conf, "start": w.start, "end": w.end, "word": w.word} for w in words],
+        "text": " ".join(w.word for w in words),
+    }
