@@ -319,7 +319,7 @@ async def feed(
                 await pacer.wait_until(t)
             await s.offer(chunk)
 
-    def cut(s: Stream, data: bytes, chunks: list[bytes]) -> list[tuple[float, int, Stream, bytes]]:
+    def cut(s: Stream, chunks: list[bytes]) -> list[tuple[float, int, Stream, bytes]]:
         out = []
         bps = s.backend.sample_rate * (1 if s.backend.encoding == "mulaw" else 2)
         for chunk in chunks:
@@ -337,7 +337,7 @@ async def feed(
             on_audio(block)
         pending = []
         for s in streams:
-            pending += cut(s, b"", chunkers[s].push(converters[s].process(block)))
+            pending += cut(s, chunkers[s].push(converters[s].process(block)))
         await deliver(pending)
         if all(s.backend.finished for s in streams):
             return
@@ -345,9 +345,9 @@ async def feed(
             break
     pending = []
     for s in streams:
-        chunkers[s].push(converters[s].flush())
+        chunks = chunkers[s].push(converters[s].flush())  # the resampler's tail
         rest = chunkers[s].rest()
-        pending += cut(s, b"", [rest] if rest else [])
+        pending += cut(s, chunks + ([rest] if rest else []))
     await deliver(pending)
 
 

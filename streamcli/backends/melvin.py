@@ -26,7 +26,7 @@ UNKNOWN_CONTROL = "control message unknown"
 EXPORT_ID = re.compile(r"^[0-9a-f]{32}$")
 EOF_FRAME = "eof"
 # Sending eof right after audio that went out much faster than real time can crash the
-# server's handler (melvin.md, "Server bug to survive"): wait this long, or for the next frame.
+# server's handler (melvin.md, "Server bug to survive"): wait this long after the audio.
 EOF_GRACE_SECONDS = 1.0
 
 
@@ -94,9 +94,9 @@ class MelvinBackend(Backend):
     def receive_text(self, text: str, now: float) -> None:
         if self.finished:
             return
+        # A server frame does not end the eof race window: it may answer audio sent long ago
+        # (or be a seat reminder), so only the grace period after the last audio counts.
         self._handle_text(text)
-        if self._eof_due is not None and not self.finished:
-            self._send_eof()  # the next server frame also ends the race window
 
     def _handle_text(self, text: str) -> None:
         stripped = text.strip()

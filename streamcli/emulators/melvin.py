@@ -112,7 +112,7 @@ class MelvinEmulator:
             self.rest_port = await self._listen(rest, self.rest_port)
 
     async def _listen(self, app: web.Application, port: int) -> int:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, port)
         await site.start()
@@ -229,6 +229,11 @@ class MelvinEmulator:
             if kind == "text":
                 if "eof" in data:
                     conn.eof_received = True
+                    if self.fault == "silent-after-eof":
+                        conn.ended = "silent after eof"
+                        while (await queue.get())[0] != "closed":
+                            pass  # never answer; wait for the client to give up
+                        return
                     await self._eof(ws, conn, finals, first_audio, last_audio, at)
                     return
                 await ws.send_str(UNKNOWN)
@@ -280,10 +285,6 @@ class MelvinEmulator:
         last_audio: float,
         at: float,
     ) -> None:
-        if self.fault == "silent-after-eof":
-            conn.ended = "silent after eof"
-            await asyncio.sleep(3600)
-            return
         wall = (last_audio - first_audio) if first_audio is not None else 0.0
         raced = conn.audio_seconds > 2.0 * wall + 1.0 and at - last_audio < 0.2
         if self.fault == "close-without-id" or raced:
