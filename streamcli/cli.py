@@ -150,6 +150,12 @@ def melvin(
     connect_timeout: o.ConnectTimeout = 10.0,
     ca_file: o.CaFile = None,
     insecure: o.Insecure = False,
+    heartbeat: o.Heartbeat = 30.0,
+    reconnect: o.Reconnect = 0,
+    concurrency: o.Concurrency = 0,
+    ramp: o.Ramp = 0.0,
+    repeat: o.Repeat = 1,
+    max_p95_latency: o.MaxP95Latency = None,
 ) -> None:
     """Stream to a Melvin-ASR server (open-source Whisper streaming)."""
     common = common_from(locals())
@@ -246,6 +252,16 @@ def demo(
         return run_demo(common)
 
     guarded(body)
+
+
+def _register_more_commands() -> None:
+    """Backend commands kept in their own modules (each imports only typer at load time)."""
+    from streamcli.commands import backends
+
+    backends.register(app, serve_app)
+
+
+_register_more_commands()
 
 
 def run() -> None:

@@ -126,6 +126,42 @@ Insecure = Annotated[
         rich_help_panel=CONNECTION,
     ),
 ]
+Heartbeat = Annotated[
+    float,
+    typer.Option(
+        help="Seconds between WebSocket pings; a peer that misses a pong is dead (0 = off).",
+        rich_help_panel=CONNECTION,
+        min=0.0,
+    ),
+]
+Reconnect = Annotated[
+    int,
+    typer.Option(
+        help="Reconnect up to N times after a transient failure, resuming the audio.",
+        rich_help_panel=CONNECTION,
+        min=0,
+        max=100,
+    ),
+]
+LOAD = "Load test"
+Concurrency = Annotated[
+    int,
+    typer.Option(help="Run N concurrent sessions of the input (load test).", rich_help_panel=LOAD,
+                 min=0, max=10000),
+]
+Ramp = Annotated[
+    float,
+    typer.Option(help="Spread the session starts over this many seconds.", rich_help_panel=LOAD, min=0.0),
+]
+Repeat = Annotated[
+    int,
+    typer.Option(help="Each session streams the input M times in a row.", rich_help_panel=LOAD, min=1),
+]
+MaxP95Latency = Annotated[
+    float | None,
+    typer.Option(help="Fail (exit 5) when the p95 final latency exceeds this (seconds).",
+                 rich_help_panel=LOAD, min=0.0),
+]
 Profile = Annotated[
     str | None,
     typer.Option(help="Use the named profile of the config file.", rich_help_panel=CONNECTION),
@@ -164,5 +200,11 @@ class Common:
     connect_timeout: float = 10.0
     ca_file: str | None = None
     insecure: bool = False
+    heartbeat: float = 30.0
+    reconnect: int = 0
+    concurrency: int = 0
+    ramp: float = 0.0
+    repeat: int = 1
+    max_p95_latency: float | None = None
     profile: str | None = None
     config: str | None = None

@@ -104,6 +104,10 @@ def run_streaming(
     common: Common, backend_name: str, make_backend: BackendFactory
 ) -> tuple[int, list[Backend]]:
     """Run one session; returns the exit status and the backends (for post-session work)."""
+    if common.concurrency:
+        from streamcli.loadtest import run_load_test
+
+        return run_load_test(common, backend_name, make_backend), []
     source = open_input(common)
     try:
         names = speaker_names(common, source.channels)
