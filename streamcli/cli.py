@@ -215,8 +215,7 @@ def serve_melvin(
             fault=fault,
             fault_after=fault_after,
         )
-        banner = [NO_RECOGNIZER, f"REST exports on http://{host}:{rest_port}"]
-        return _serve(lambda: serve_forever(emu, banner))
+        return _serve(lambda: serve_forever(emu, [NO_RECOGNIZER]))
 
     guarded(body)
 
