@@ -136,10 +136,11 @@ class Emulator(Protocol):
 async def serve_forever(emulator: Emulator, banner: list[str]) -> None:
     """Start, print where it listens (stderr), run until Ctrl-C."""
     await emulator.start()
-    for line in [
-        *banner,
-        f"{emulator.name} emulator listening on {emulator.url} (Ctrl-C stops it)",
-    ]:
+    lines = [*banner, f"{emulator.name} emulator listening on {emulator.url} (Ctrl-C stops it)"]
+    rest_url = getattr(emulator, "rest_url", None)  # bound ports are known only after start()
+    if rest_url and getattr(emulator, "rest_port", None):
+        lines.append(f"REST exports on {rest_url}")
+    for line in lines:
         print(line, file=sys.stderr, flush=True)
     try:
         await asyncio.Event().wait()
