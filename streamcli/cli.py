@@ -234,6 +234,35 @@ def _serve(run: Callable[[], Any]) -> int:
     return 0
 
 
+# ---- devices ------------------------------------------------------------------------------------
+@app.command()
+def devices(json: o.Json = False) -> None:
+    """List the audio input devices (for --mic --device)."""
+
+    def body() -> int:
+        from streamcli.audio.mic import DEVICE_COLUMNS, devices_table_rows, list_input_devices
+
+        found = list_input_devices()
+        if json:
+            import json as json_module
+
+            print(json_module.dumps([d.to_json() for d in found]))
+            return 0
+        if not found:
+            print("streamcli: no input device found", file=sys.stderr)
+            return 0
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*DEVICE_COLUMNS, box=None)
+        for row in devices_table_rows(found):
+            table.add_row(*[str(cell) for cell in row])
+        Console(highlight=False).print(table)
+        return 0
+
+    guarded(body)
+
+
 # ---- demo ---------------------------------------------------------------------------------------
 @app.command()
 def demo(

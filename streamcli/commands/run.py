@@ -36,7 +36,8 @@ def open_input(common: Common) -> AudioSource:
         from streamcli.audio.mic import MicSource, select_device
 
         device = select_device(common.device)
-        return MicSource(device=device, want_rate=16000)
+        channels = max(2, len(common.speakers)) if common.split_channels else None
+        return MicSource(device=device, want_rate=16000, channels=channels)
     if common.input is None:
         raise UsageError("missing INPUT: give an audio file, '-' for stdin, or --mic")
     return open_source(common.input)
@@ -153,7 +154,12 @@ def _run(
     saver = _AudioSaver(common.save_audio, source) if common.save_audio else None
     level = getattr(source, "level", None)
 
+    take_warnings = getattr(source, "take_warnings", None)
+
     def on_audio(block: Any) -> None:
+        if take_warnings is not None:  # microphone overflows and drops
+            for message in take_warnings():
+                outputs.handle(ev.Warning(backend=backends[0].name, message=message))
         if outputs.live is not None:
             outputs.live.add_audio(len(block) / source.rate)
             if level is not None:
