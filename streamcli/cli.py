@@ -284,17 +284,18 @@ def demo(
 
 def _register_more_commands() -> None:
     """Backend commands kept in their own modules (each imports only typer at load time)."""
-    from streamcli.commands import backends
+    from streamcli.commands import backends, config_cmd
     from streamcli.commands.veridas import app as veridas_app
     from streamcli.commands.veridas import serve_command as serve_veridas
 
     backends.register(app, serve_app)
     app.add_typer(veridas_app)
     serve_app.command("veridas")(serve_veridas)
+    config_cmd.register(app)
 
 
 _register_more_commands()
 
 
 def run() -> None:
-    app()
+    app(prog_name="streamcli")  # also under `python -m streamcli` (completion keys on the name)

@@ -6,7 +6,7 @@ Only typer is imported here: ``streamcli --help`` must stay fast.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,9 +25,42 @@ InputArg = Annotated[
 Mic = Annotated[
     bool, typer.Option("--mic", help="Capture from the microphone.", rich_help_panel=INPUT)
 ]
+
+
+def complete_device(incomplete: str) -> list[tuple[str, str]]:
+    """``--device`` on TAB: input device names. sounddevice is imported only here, and any
+    failure (no PortAudio, no sound server) offers nothing rather than breaking the shell."""
+    try:
+        devices = _input_devices_quietly()
+    except Exception:
+        return []
+    # Typer keeps only the values that start with what was typed (case and all).
+    return [(d.name, f"device {d.index}") for d in devices if d.name.startswith(incomplete)]
+
+
+def _input_devices_quietly() -> list[Any]:
+    import os
+
+    from streamcli.audio.mic import list_input_devices
+
+    saved = os.dup(2)  # PortAudio's ALSA probing writes to fd 2: keep it off the prompt
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return list_input_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 Device = Annotated[
     str | None,
-    typer.Option(help="Input device: index or name substring.", rich_help_panel=INPUT),
+    typer.Option(
+        help="Input device: index or name substring.",
+        rich_help_panel=INPUT,
+        autocompletion=complete_device,
+    ),
 ]
 Duration = Annotated[
     float | None,
@@ -146,21 +179,32 @@ Reconnect = Annotated[
 LOAD = "Load test"
 Concurrency = Annotated[
     int,
-    typer.Option(help="Run N concurrent sessions of the input (load test).", rich_help_panel=LOAD,
-                 min=0, max=10000),
+    typer.Option(
+        help="Run N concurrent sessions of the input (load test).",
+        rich_help_panel=LOAD,
+        min=0,
+        max=10000,
+    ),
 ]
 Ramp = Annotated[
     float,
-    typer.Option(help="Spread the session starts over this many seconds.", rich_help_panel=LOAD, min=0.0),
+    typer.Option(
+        help="Spread the session starts over this many seconds.", rich_help_panel=LOAD, min=0.0
+    ),
 ]
 Repeat = Annotated[
     int,
-    typer.Option(help="Each session streams the input M times in a row.", rich_help_panel=LOAD, min=1),
+    typer.Option(
+        help="Each session streams the input M times in a row.", rich_help_panel=LOAD, min=1
+    ),
 ]
 MaxP95Latency = Annotated[
     float | None,
-    typer.Option(help="Fail (exit 5) when the p95 final latency exceeds this (seconds).",
-                 rich_help_panel=LOAD, min=0.0),
+    typer.Option(
+        help="Fail (exit 5) when the p95 final latency exceeds this (seconds).",
+        rich_help_panel=LOAD,
+        min=0.0,
+    ),
 ]
 Profile = Annotated[
     str | None,
