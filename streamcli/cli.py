@@ -59,10 +59,19 @@ def guarded(fn: Callable[[], int | None], debug: bool = False) -> None:
 
 
 def common_from(values: dict[str, Any]) -> o.Common:
+    """The shared options from a command's ``locals()`` (with ``ctx``: which ones were typed)."""
     fields = o.Common.__dataclass_fields__
-    picked = {k: v for k, v in values.items() if k in fields}
+    picked = {k: v for k, v in values.items() if k in fields and k != "given"}
     picked["speakers"] = list(values.get("speakers") or [])
     picked["outputs"] = list(values.get("outputs") or [])
+    ctx = values.get("ctx")
+    if ctx is not None:
+        picked["given"] = frozenset(
+            name
+            for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+            not in ("DEFAULT", "DEFAULT_MAP")
+        )
     return o.Common(**picked)
 
 
@@ -96,6 +105,7 @@ def main(
     "'select(.type==\"final\").text'",
 )
 def melvin(
+    ctx: typer.Context,
     input: o.InputArg = None,
     url: Annotated[
         str, typer.Option(help="Melvin-ASR WebSocket URL.", rich_help_panel=o.CONNECTION)
@@ -156,15 +166,21 @@ def melvin(
     ramp: o.Ramp = 0.0,
     repeat: o.Repeat = 1,
     max_p95_latency: o.MaxP95Latency = None,
+    profile: o.Profile = None,
+    config: o.ConfigPath = None,
 ) -> None:
     """Stream to a Melvin-ASR server (open-source Whisper streaming)."""
     common = common_from(locals())
 
     def body() -> int:
         from streamcli.commands.melvin import run_melvin
+        from streamcli.commands.settings import resolve_settings
 
-        key = None if no_auth else secret(api_key, "MELVIN_API_KEY")
-        return run_melvin(common, url, key, export, export_dir, rest_url)
+        s = resolve_settings(
+            "melvin", common, url=url, api_key=api_key, rest_url=rest_url, export_dir=export_dir
+        )
+        key = None if no_auth else s["api_key"]
+        return run_melvin(common, s["url"], key, export, s["export_dir"], s["rest_url"])
 
     guarded(body, debug)
 

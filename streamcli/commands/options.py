@@ -252,3 +252,4 @@ class Common:
     max_p95_latency: float | None = None
     profile: str | None = None
     config: str | None = None
+    given: frozenset[str] = frozenset()  # options the user typed (vs. left at their default)
