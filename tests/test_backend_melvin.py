@@ -134,7 +134,9 @@ def test_melvin_export_id_ends_the_session_with_the_unconfirmed_tail():
     b.receive_text("5180f28a539642448fb56e9db7d8eaa3", 3.0)
     assert b.events_received() == [
         ev.Final(backend="melvin", text="und noch", unconfirmed=True),
-        ev.End(backend="melvin", reason="eof", extra={"export_id": "5180f28a539642448fb56e9db7d8eaa3"}),
+        ev.End(
+            backend="melvin", reason="eof", extra={"export_id": "5180f28a539642448fb56e9db7d8eaa3"}
+        ),
     ]
     assert b.finished
 
@@ -192,11 +194,31 @@ def test_melvin_close_before_eof_is_a_lost_connection():
 
 
 def test_melvin_never_raises_on_garbage():
-    garbage = ["", "{", "[1,2]", "null", '{"partial": 5}', '{"result": "x"}', '{"result": [1, {"word": 2}]}',
-               '{"text": null}', "\x00\xff", '{"other": 1}', "control message unknown"]
+    garbage = [
+        "",
+        "{",
+        "[1,2]",
+        "null",
+        '{"partial": 5}',
+        '{"result": "x"}',
+        '{"result": [1, {"word": 2}]}',
+        '{"text": null}',
+        "\x00\xff",
+        '{"other": 1}',
+        "control message unknown",
+    ]
     b = started()
     for g in garbage:
         b.receive_text(g, 0.0)
     b.receive_binary(b"\x00\x01", 0.0)
     events = b.events_received()
     assert all(isinstance(e, ev.Warning | ev.Error) for e in events)
+
+
+def test_an_unchanged_partial_is_reported_once():
+    b = started()
+    for _ in range(3):
+        b.receive_text('{"partial": " Das ist"}', 1.0)
+    b.receive_text(json.dumps(FINAL), 2.0)
+    b.receive_text('{"partial": " Das ist"}', 3.0)
+    assert [type(e).__name__ for e in b.events_received()] == ["Partial", "Final", "Partial"]

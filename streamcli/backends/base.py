@@ -42,6 +42,7 @@ class Backend:
         self._frames: list[Frame] = []
         self._events: list[ev.Event] = []
         self.finished = False  # True once End or a fatal Error was emitted
+        self._last_partial: str | None = None
         self.audio_seconds_sent = 0.0
 
     # ---- what the session calls -------------------------------------------------------------
@@ -98,6 +99,14 @@ class Backend:
         self._frames.append(frame)
 
     def _emit(self, event_cls: type[ev.Event], **fields: Any) -> None:
+        # Servers repeat an unchanged partial on every chunk (Vosk, Bodhi, Melvin): report a
+        # partial only when its text changed since the last partial or final.
+        if event_cls is ev.Partial:
+            if fields.get("text") == self._last_partial:
+                return
+            self._last_partial = fields.get("text")
+        elif event_cls is ev.Final:
+            self._last_partial = None
         self._events.append(event_cls(backend=self.name, speaker=self.speaker, **fields))
 
     def _fail(self, message: str, kind: str = ev.SERVER, code: int | str | None = None) -> None:

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from streamcli.commands.options import Common
+from streamcli.exit import UsageError
 
 
 def resolve_settings(backend: str, common: Common, **options: Any) -> dict[str, Any]:
@@ -35,8 +36,15 @@ def resolve_settings(backend: str, common: Common, **options: Any) -> dict[str, 
         env_names(backend),
         builtin_defaults(backend),
     )
-    for warning in (*config.warnings, *settings.warnings):
-        print(f"streamcli: warning: {warning}", file=sys.stderr)
+    if not common.quiet:
+        for warning in (*config.warnings, *settings.warnings):
+            print(f"streamcli: warning: {warning}", file=sys.stderr)
+    for key in ("timeout", "connect_timeout"):
+        if not float(settings.values[key]) > 0:
+            origin = settings.origins[key]
+            raise UsageError(
+                f"{key} must be more than 0 seconds (got {settings.values[key]!r} from {origin})"
+            )
     common.timeout = float(settings.values["timeout"])
     common.connect_timeout = float(settings.values["connect_timeout"])
     return settings.values
