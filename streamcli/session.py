@@ -1,21 +1,47 @@
 """The session loop: runs one or many streams (one per speaker) over their connections.
 
-Theory of operation. A ``Stream`` couples one sans-I/O backend with one WebSocket. It runs
-three tasks: a receiver (frames in -> backend -> events out), a writer (the only task that
-sends, so frames leave in the order the backend queued them) and a timer (the backend's
+Theory of operation. A ``Stream`` couples a sans-I/O backend with a WebSocket. Per connection
+it runs three tasks: a receiver (frames in -> backend -> events out), a writer (the only task
+that sends, so frames leave in the order the backend queued them) and a timer (the backend's
 ``next_deadline``). A single feeder reads the source once, converts it for every stream and
 paces all of them on one clock. After the audio, each backend's end-of-stream is sent and the
 session waits (bounded by ``timeout``) for every stream to finish. Failures never raise out
 of here: they become ``Error`` events, and the worst one decides the exit status.
+
+Backpressure and a server that stops reading: at most ``MAX_QUEUED_FRAMES`` frames wait for
+the socket (then the feeder waits too, so memory stays flat). When one send has not gone
+through for ``LAG_WARNING`` seconds a warning says how much audio is waiting; after
+``timeout`` seconds the stream fails with a timeout (exit 6).
+
+Reconnect (``SessionOptions.reconnect`` > 0 and a backend factory). Only transient failures
+are retried: a connection lost or refused, a 5xx answer or close 1011 before the end of the
+audio -- never rejected credentials, bad input, TLS or an unknown host, a stalled server (a
+timeout), nor anything after the end-of-stream was sent (the server already had all the audio,
+and only the unsent audio is kept). Each retry waits ``uniform(0, min(cap, base * 2**n))``
+seconds (full jitter; n counts the waits of this outage), announced by a ``Status`` event with
+``state="reconnecting"``, and opens a new session with a fresh backend from the factory; up to
+``reconnect`` attempts in all, for the whole run. The audio goes on from the drop: a chunk
+handed to a backend stays in ``_unwritten`` until the writer put its frame on the socket, and
+after a drop the unwritten chunks are sent again first, preceded by the last
+``REPLAY_OVERLAP`` seconds that were written (they may have been lost in flight: a little
+audio twice is better than a gap). A file waits meanwhile (its pacer is shifted by the
+outage); live audio captured during the outage queues in a bounded backlog
+(``backlog_seconds``; the oldest audio is dropped, with a warning, when it is full) that is sent
+as fast as the server takes it. Each session's times start at 0, so the stream shifts the times
+of its events by ``_offset``, the audio position where that session began (dropped backlog
+audio included): every event stays on the original timeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import random
 import signal
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -24,23 +50,37 @@ from streamcli import events as ev
 from streamcli.audio.convert import Chunker, Converter, chunk_bytes_for
 from streamcli.audio.pacer import Pacer
 from streamcli.audio.sources import AudioSource
-from streamcli.backends.base import Backend
+from streamcli.backends.base import Backend, Frame
 from streamcli.exit import ExitStatus, StreamcliError, status_for_error_kind
-from streamcli.transport.websocket import WebSocketConnection, WireOptions
+from streamcli.transport.websocket import (
+    MESSAGE_TOO_BIG,
+    PermanentConnectError,
+    WebSocketConnection,
+    WireOptions,
+    public_url,
+)
 
 EventHandler = Callable[[ev.Event], None]
+BackendFactory = Callable[[], Backend]
 MAX_QUEUED_FRAMES = 64  # bound on frames waiting for the socket (a server that stops reading)
+LAG_WARNING = 2.0  # seconds one send may hang before the lag is reported
+LAG_REPEAT = 30.0  # at most one lag warning in this many seconds
+REPLAY_OVERLAP = 0.2  # seconds of written audio sent again after a drop (lost in flight?)
 
 
 @dataclass
 class SessionOptions:
     speed: float = 1.0
     chunk_ms: int = 100
-    timeout: float = 30.0  # max wait for the end of the session after the audio ends
+    timeout: float = 30.0  # max wait for the end after the audio, or for a send to go through
     wire: WireOptions = field(default_factory=WireOptions)
     raw: bool = False
     debug: bool = False
     duration: float | None = None  # stop after this much audio (seconds)
+    reconnect: int = 0  # reconnect attempts in all (transient failures only)
+    reconnect_base: float = 0.5  # backoff: uniform(0, min(cap, base * 2**attempt)) seconds
+    reconnect_cap: float = 10.0
+    backlog_seconds: float = 60.0  # live audio kept while reconnecting
 
 
 class Tracer:
@@ -51,9 +91,7 @@ class Tracer:
         self.out = out or sys.stderr
 
     def mask(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, mask_secret(s))
-        return text
+        return mask_secrets(text, self.secrets)
 
     def __call__(
         self, label: str, direction: str, frame: str | bytes | None, note: str = ""
@@ -61,7 +99,7 @@ class Tracer:
         if isinstance(frame, bytes):
             body = f"binary {len(frame)} bytes"
         elif frame is None:
-            body = note
+            body = self.mask(note)
         else:
             body = "text " + self.mask(frame.replace("\n", "\\n"))
         print(f"[wire {label}] {direction} {body}", file=self.out, flush=True)
@@ -71,8 +109,15 @@ def mask_secret(secret: str) -> str:
     return (secret[:4] if len(secret) >= 12 else "") + "…"
 
 
+def mask_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    # Longest first: a secret that contains another is masked whole.
+    for s in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(s, mask_secret(s))
+    return text
+
+
 class Stream:
-    """One backend on one WebSocket connection."""
+    """One backend on one WebSocket connection -- or, with reconnects, on a chain of them."""
 
     def __init__(
         self,
@@ -81,123 +126,321 @@ class Stream:
         options: SessionOptions,
         channel: int | None = None,
         connect: Callable[..., Awaitable[WebSocketConnection]] = WebSocketConnection.open,
+        factory: BackendFactory | None = None,
     ) -> None:
         self.backend = backend
         self.channel = channel
         self._emit_event = emit
         self.options = options
         self._connect = connect
+        self._factory = factory
         self.ws: WebSocketConnection | None = None
-        self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Frame, float] | None] = asyncio.Queue()
         self._changed = asyncio.Event()
-        self._done = asyncio.Event()
+        self._done = asyncio.Event()  # the stream is over for good
+        self._over = asyncio.Event()  # the current connection's session is over
+        self._stop = asyncio.Event()  # stop reconnecting (a timeout, an abort)
         self.label = backend.speaker or backend.name
-        request = backend.connect_request()
-        self.request = request
-        self.trace = Tracer(request.secrets) if options.debug else None
+        self.request = backend.connect_request()
+        self._secrets = tuple(s for s in self.request.secrets if s)
+        self.trace = Tracer(self._secrets) if options.debug else None
         self.failed = False
+        self.live_input = False  # set by ``feed``: live audio is buffered during an outage
+        self.sessions = 0  # connections opened so far
+        self.retries_left = options.reconnect if factory is not None else 0
+        self._connected = False
+        self._reconnecting = False  # from a held failure until a new connection (or giving up)
+        self._held: ev.Error | None = None  # a transient failure a reconnect may repair
+        self._offset = 0.0  # timeline position of the current session's first audio
+        self._given = 0.0  # timeline end of the audio handed to backends
+        self._written = 0.0  # timeline end of the audio whose frames reached the socket
+        # (start, end, chunk): handed to the backend, not yet on the wire / the last ones written
+        self._unwritten: deque[tuple[float, float, bytes]] = deque()
+        self._recent: deque[tuple[float, float, bytes]] = deque()
+        self._backlog: deque[bytes] = deque()  # audio waiting for the next connection
+        self._backlog_seconds = 0.0
+        self._skipped = 0.0  # backlog audio dropped (full) not yet counted in ``_given``
+        self._backlog_warned = False
+        self._end_requested = False
+        self._end_sent = False
+        self._drainer: asyncio.Task[None] | None = None
+        self._lag_reported = -LAG_REPEAT
 
     # ---- events ---------------------------------------------------------------------------
-    def emit(self, event: ev.Event) -> None:
+    def emit(self, event: ev.Event, *, retryable: bool = True) -> None:
         if isinstance(event, ev.Error):
+            if retryable and self._may_retry(event):
+                self._held = self._held or event
+                self._reconnecting = True
+                return
             self.failed = True
-        self._emit_event(event)
+        self._emit_event(self._masked(self._shifted(event)))
+
+    def _may_retry(self, error: ev.Error) -> bool:
+        return (
+            error.kind == ev.CONNECTION
+            and self.retries_left > 0
+            and not self._end_sent
+            and not self._stop.is_set()
+        )
+
+    def _shifted(self, event: ev.Event) -> ev.Event:
+        """Move a later session's times onto the original stream's timeline."""
+        offset = self._offset
+        if not offset:
+            return event
+        if isinstance(event, ev.Final):
+            return dataclasses.replace(
+                event,
+                start=_plus(event.start, offset),
+                end=_plus(event.end, offset),
+                words=tuple(
+                    dataclasses.replace(
+                        w, start=round(w.start + offset, 6), end=round(w.end + offset, 6)
+                    )
+                    for w in event.words
+                ),
+            )
+        if isinstance(event, ev.Emotion) and event.position is not None:
+            return dataclasses.replace(event, position=_plus(event.position, offset))
+        return event
+
+    def _masked(self, event: ev.Event) -> ev.Event:
+        """Credentials never leave in a message, whatever a server or a library put in it."""
+        if not self._secrets:
+            return event
+        if isinstance(event, ev.Error | ev.Warning | ev.Status) and event.message:
+            return dataclasses.replace(event, message=mask_secrets(event.message, self._secrets))
+        if isinstance(event, ev.Raw) and event.message:
+            return dataclasses.replace(event, message=mask_secrets(event.message, self._secrets))
+        return event
+
+    def _error(self, message: str, kind: str) -> ev.Error:
+        return ev.Error(
+            backend=self.backend.name, speaker=self.backend.speaker, message=message, kind=kind
+        )
 
     def fail(self, message: str, kind: str) -> None:
-        if self.backend.finished:
+        """Stop this stream for good with an error (a timeout, an abort, a protocol error)."""
+        if self._done.is_set():
             return
-        self.backend.give_up(self._now())
-        self.pump()
-        self.backend.finished = True
-        self.emit(
-            ev.Error(
-                backend=self.backend.name, speaker=self.backend.speaker, message=message, kind=kind
-            )
-        )
-        self._done.set()
+        self._stop.set()
+        self._end(self._error(message, kind), retryable=False)
+
+    def _lost(self, message: str) -> None:
+        """The connection broke: a reconnect may repair that."""
+        self._end(self._error(message, ev.CONNECTION), retryable=True)
+
+    def _end(self, error: ev.Error, retryable: bool) -> None:
+        if self._connected and not self.backend.finished:
+            self.backend.give_up(self._now())
+            self.pump()
+            if not self.backend.finished:
+                self.backend.finished = True
+                self.emit(error, retryable=retryable)
+        elif self._reconnecting and not retryable:
+            # Between two sessions: give up reconnecting and say why the last one ended.
+            held, self._held = self._held, None
+            self._reconnecting = False
+            self.emit(held or error, retryable=False)
+            self._done.set()
+        self._over.set()
         self._changed.set()
 
     def pump(self) -> None:
         """Move what the backend queued: frames to the writer, events to the sinks."""
         for frame in self.backend.frames_to_send():
-            self._queue.put_nowait(frame)
+            self._queue.put_nowait((frame, self._given))
         for event in self.backend.events_received():
             self.emit(event)
         if self.backend.finished:
-            self._done.set()
+            self._over.set()
         self._changed.set()
 
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()
 
+    @property
+    def over(self) -> bool:
+        """The stream is over for good (its last session ended; no reconnect is coming)."""
+        return self._done.is_set()
+
     # ---- lifecycle --------------------------------------------------------------------------
     async def connect(self) -> bool:
-        if self.trace:
-            self.trace(self.label, "→", None, f"connect {self.trace.mask(self.request.url)}")
-        handshake = getattr(self.backend, "handshake_error", None)
+        """Open the first connection (retrying transient failures); False when it failed."""
+        if await self._open(reconnecting=False):
+            return True
+        self._finish()
+        return False
+
+    async def run(self) -> None:
+        """Serve connections until the session ends, for good or after the last retry."""
         try:
-            if handshake is not None:
-                self.ws = await self._connect(self.request, self.options.wire, handshake)
-            else:
-                self.ws = await self._connect(self.request, self.options.wire)
-        except StreamcliError as e:
-            self.backend.finished = True
-            self.emit(
-                ev.Error(
-                    backend=self.backend.name,
-                    speaker=self.backend.speaker,
-                    message=e.message,
-                    kind=_kind_for_status(e.status),
-                )
-            )
-            self._done.set()
+            while self.ws is not None:
+                await self._serve()
+                if self._held is None:
+                    break
+                self._rewind()
+                if not await self._open(reconnecting=True):
+                    break
+                self._start_drain()
+        finally:
+            if self._drainer is not None:
+                self._drainer.cancel()
+            self._finish()
+
+    def _finish(self) -> None:
+        self._reconnecting = False
+        if self._held is not None:
+            held, self._held = self._held, None
+            self.emit(held, retryable=False)
+        self._done.set()
+        self._changed.set()
+
+    async def _open(self, reconnecting: bool) -> bool:
+        """Connect; on a transient failure wait (full jitter) and try a fresh backend."""
+        waits = 0  # backoffs in this outage: the n-th waits up to base * 2**n
+        if reconnecting:
+            if not await self._backoff(waits):
+                return False
+            waits += 1
+        while True:
+            error, transient = await self._connect_once()
+            if error is None:
+                return True
+            if self._done.is_set():
+                return False  # given up meanwhile (a timeout, an abort): already reported
+            self.emit(error, retryable=transient)
+            if self._held is None or not await self._backoff(waits):
+                return False
+            waits += 1
+
+    async def _backoff(self, attempt: int) -> bool:
+        held = self._held
+        if held is None or self._stop.is_set() or self.retries_left <= 0 or self._factory is None:
             return False
+        self.retries_left -= 1
+        number = self.options.reconnect - self.retries_left
+        delay = random.uniform(
+            0, min(self.options.reconnect_cap, self.options.reconnect_base * 2**attempt)
+        )
         self.emit(
-            ev.SessionStarted(
+            ev.Status(
                 backend=self.backend.name,
                 speaker=self.backend.speaker,
-                info={
-                    "url": _public_url(self.request.url),
-                    **getattr(self.backend, "session_info", {}),
-                },
+                state="reconnecting",
+                message=f"{held.message}; reconnecting in {delay:.1f} s "
+                f"(attempt {number} of {self.options.reconnect})",
             )
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=delay)
+        if self._stop.is_set():
+            return False
+        self._held = None
+        self.backend = self._factory()
+        return True
+
+    async def _connect_once(self) -> tuple[ev.Error | None, bool]:
+        """One connect attempt: (None, _) when connected, else (the error, transient?)."""
+        self.request = self.backend.connect_request()
+        self._secrets = tuple(dict.fromkeys((*self._secrets, *self.request.secrets)))
+        self._secrets = tuple(s for s in self._secrets if s)
+        if self.trace:
+            self.trace.secrets = self._secrets
+            self.trace(self.label, "→", None, self._describe_connect())
+        handshake = getattr(self.backend, "handshake_error", None)
+        args = (self.request, self.options.wire) + ((handshake,) if handshake is not None else ())
+        attempt = asyncio.ensure_future(self._connect(*args))
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not attempt.done():
+                attempt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await attempt
+        if not attempt.cancelled() and attempt.exception() is None and self._stop.is_set():
+            await attempt.result().close()  # connected just as the stream gave up
+        if attempt.cancelled() or (attempt.exception() is None and self._stop.is_set()):
+            self.backend.finished = True
+            return self._error("stopped while connecting", ev.CONNECTION), False
+        exc = attempt.exception()
+        if isinstance(exc, StreamcliError):
+            self.backend.finished = True
+            kind = _kind_for_status(exc.status)
+            return self._error(exc.message, kind), not isinstance(exc, PermanentConnectError)
+        if exc is not None:
+            raise exc
+        self.ws = attempt.result()
+        self._connected = True
+        self._reconnecting = False
+        self.sessions += 1
+        self._queue = asyncio.Queue()
+        self._over = asyncio.Event()
+        self._given += self._skipped  # backlog audio dropped during the outage
+        self._skipped = 0.0
+        self._offset = self._given
+        self._recent.clear()
+        info = {"url": public_url(self.request.url), **getattr(self.backend, "session_info", {})}
+        if self.sessions > 1:
+            info |= {"reconnect": self.sessions - 1, "resumed_at": round(self._offset, 3)}
+        self.emit(
+            ev.SessionStarted(backend=self.backend.name, speaker=self.backend.speaker, info=info)
         )
         self.backend.start(self._now())
         self.pump()
-        return True
+        return None, True
 
-    async def run(self) -> None:
-        """Receive, write and tick until the backend is finished and its frames are sent."""
-        assert self.ws is not None
-        writer = asyncio.create_task(self._writer())
+    def _describe_connect(self) -> str:
+        text = f"connect {self.request.url}"
+        if self.request.headers:
+            headers = ", ".join(f"{k}: {v}" for k, v in self.request.headers.items())
+            text += f" headers {{{headers}}}"
+        return text
+
+    async def _serve(self) -> None:
+        """Receive, write and tick until this connection's session is over."""
+        ws = self.ws
+        assert ws is not None
+        writer = asyncio.create_task(self._writer(ws, self._queue))
         timer = asyncio.create_task(self._timer())
         try:
-            await self._receiver()
+            await self._receiver(ws)
         finally:
-            self._queue.put_nowait(None)
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(writer, timeout=2.0)
+            self._connected = False
+            if self._held is None:
+                self._queue.put_nowait(None)  # flush what is queued (the end-of-stream)
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(writer, timeout=2.0)
             timer.cancel()
             writer.cancel()
-            await self.ws.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await ws.close()
+            self._changed.set()
 
-    async def _receiver(self) -> None:
-        assert self.ws is not None
+    async def _receiver(self, ws: WebSocketConnection) -> None:
+        over = self._over
         while not self.backend.finished:
-            recv = asyncio.ensure_future(self.ws.receive())
-            done_wait = asyncio.ensure_future(self._done.wait())
-            await asyncio.wait({recv, done_wait}, return_when=asyncio.FIRST_COMPLETED)
-            done_wait.cancel()
-            if not recv.done():
-                recv.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await recv
+            recv = asyncio.ensure_future(ws.receive())
+            over_wait = asyncio.ensure_future(over.wait())
+            try:
+                await asyncio.wait({recv, over_wait}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                over_wait.cancel()
+                if not recv.done():
+                    recv.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await recv
+            if recv.cancelled():
                 break
             try:
                 msg = recv.result()
             except Exception as e:
-                self.fail(f"connection lost: {e}", ev.CONNECTION)
+                self._lost(f"connection lost: {_reason(e)}")
                 break
             self._handle(msg)
 
@@ -220,29 +463,75 @@ class Stream:
             self.backend.receive_close(msg.code, msg.reason, now)
             self.pump()
             if not self.backend.finished:
-                self.fail("the server closed the connection", ev.CONNECTION)
+                self._lost("the server closed the connection")
+            return
+        elif msg.code == MESSAGE_TOO_BIG:
+            # A protocol error, not a lost connection: trying again would get the same message.
+            self.fail(msg.reason, ev.PROTOCOL)
             return
         else:
-            self.backend.give_up(now)
-            self.pump()
-            self.fail(f"connection lost: {msg.reason}", ev.CONNECTION)
+            self._lost(f"connection lost: {msg.reason}")
             return
         self.pump()
 
-    async def _writer(self) -> None:
-        assert self.ws is not None
+    async def _writer(self, ws: WebSocketConnection, queue: asyncio.Queue) -> None:
         while True:
-            frame = await self._queue.get()
-            if frame is None:
+            item = await queue.get()
+            if item is None:
                 return
+            frame, audio_end = item
             if self.trace:
                 self.trace(self.label, "→", frame)
-            try:
-                await self.ws.send(frame)
-            except Exception as e:
-                self.fail(f"connection lost while sending: {e}", ev.CONNECTION)
+            if not await self._send(ws, frame):
                 return
+            if audio_end > self._written:
+                self._written = audio_end
+                self._mark_written(audio_end)
             self._changed.set()
+
+    def _mark_written(self, audio_end: float) -> None:
+        while self._unwritten and self._unwritten[0][1] <= audio_end + 1e-9:
+            self._recent.append(self._unwritten.popleft())
+        while len(self._recent) > 1 and self._recent[1][0] <= audio_end - REPLAY_OVERLAP + 1e-9:
+            self._recent.popleft()
+
+    async def _send(self, ws: WebSocketConnection, frame: Frame) -> bool:
+        """Send one frame; report a send that hangs, give up after ``timeout``."""
+        limit = self.options.timeout
+        first = min(LAG_WARNING, limit / 2)
+        lag = asyncio.get_running_loop().call_later(first, self._report_lag, first)
+        deadline = asyncio.timeout(limit)  # a timer, not a task: this runs for every frame
+        try:
+            async with deadline:
+                await ws.send(frame)
+        except TimeoutError:
+            if not deadline.expired():
+                self._lost("connection lost while sending: timed out")
+                return False
+            self.fail(
+                f"the server stopped reading: nothing could be sent for {limit:g} s", ev.TIMEOUT
+            )
+            return False
+        except Exception as e:
+            self._lost(f"connection lost while sending: {_reason(e)}")
+            return False
+        finally:
+            lag.cancel()
+        return True
+
+    def _report_lag(self, seconds: float) -> None:
+        if self._now() - self._lag_reported < LAG_REPEAT:
+            return
+        self._lag_reported = self._now()
+        waiting = max(0.0, self._given - self._written)
+        self.emit(
+            ev.Warning(
+                backend=self.backend.name,
+                speaker=self.backend.speaker,
+                message=f"the server is not reading: nothing could be sent for {seconds:g} s "
+                f"({waiting:.1f} s of audio waiting)",
+            )
+        )
 
     async def _timer(self) -> None:
         while not self.backend.finished:
@@ -260,22 +549,111 @@ class Stream:
             self.pump()
 
     # ---- audio in ---------------------------------------------------------------------------
+    def _accepting(self) -> bool:
+        return self._connected and not self.backend.finished
+
+    def _seconds(self, chunk: bytes) -> float:
+        width = 1 if self.backend.encoding == "mulaw" else 2
+        return len(chunk) / width / self.backend.sample_rate
+
     async def offer(self, chunk: bytes) -> None:
-        """Send one chunk when the protocol allows; wait while the socket is backed up."""
-        while not self.backend.finished and (
-            not self.backend.ready_for_audio or self._queue.qsize() >= MAX_QUEUED_FRAMES
-        ):
+        """Send one chunk when the protocol allows; wait while the socket is backed up.
+
+        While reconnecting, a file waits here; live audio goes to the backlog."""
+        while not self._done.is_set():
+            if self.live_input and (self._backlog or not self._accepting()):
+                self._buffer(chunk)
+                return
+            if (
+                self._accepting()
+                and not self._backlog
+                and self.backend.ready_for_audio
+                and self._queue.qsize() < MAX_QUEUED_FRAMES
+            ):
+                self._give(chunk)
+                return
             self._changed.clear()
             await self._changed.wait()
-        if self.backend.finished:
-            return
+
+    def _give(self, chunk: bytes) -> None:
+        """Hand one chunk to the current backend; it stays in ``_unwritten`` until written."""
+        if self._skipped:
+            self._given += self._skipped
+            if self.backend.audio_seconds_sent == 0:
+                self._offset = self._given  # the session starts after the dropped audio
+            self._skipped = 0.0
+        start = self._given
+        self._given += self._seconds(chunk)
+        self._unwritten.append((start, self._given, chunk))
         self.backend.send_audio(chunk, self._now())
         self.pump()
 
+    def _buffer(self, chunk: bytes) -> None:
+        self._backlog.append(chunk)
+        self._backlog_seconds += self._seconds(chunk)
+        dropped = 0.0
+        while self._backlog_seconds > self.options.backlog_seconds and len(self._backlog) > 1:
+            seconds = self._seconds(self._backlog.popleft())
+            self._backlog_seconds -= seconds
+            dropped += seconds
+        if dropped:
+            self._skipped += dropped
+            if not self._backlog_warned:
+                self._backlog_warned = True
+                self.emit(
+                    ev.Warning(
+                        backend=self.backend.name,
+                        speaker=self.backend.speaker,
+                        message=f"the reconnect buffer is full ({self.options.backlog_seconds:g} "
+                        "s of audio): the oldest audio is dropped",
+                    )
+                )
+
+    def _rewind(self) -> None:
+        """The connection dropped: what it never put on the wire goes first in the backlog."""
+        replay = [*self._recent, *self._unwritten]
+        self._recent.clear()
+        self._unwritten.clear()
+        self._given = replay[0][0] if replay else self._written
+        self._written = self._given
+        self._backlog.extendleft(reversed([chunk for _, _, chunk in replay]))
+        self._backlog_seconds += sum(end - start for start, end, _ in replay)
+        self._backlog_warned = False
+
+    def _start_drain(self) -> None:
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Send the backlog as fast as the connection takes it, then a pending end-of-stream."""
+        while self._backlog and not self._done.is_set():
+            if not self._accepting():
+                return  # lost again: the backlog waits for the next connection
+            if self.backend.ready_for_audio and self._queue.qsize() < MAX_QUEUED_FRAMES:
+                chunk = self._backlog.popleft()
+                self._backlog_seconds -= self._seconds(chunk)
+                self._give(chunk)
+                continue
+            self._changed.clear()
+            await self._changed.wait()
+        if not self._backlog:
+            self._backlog_seconds = 0.0  # no float drift across outages
+        if self._end_requested and self._accepting() and not self._backlog:
+            self._send_end()
+        self._changed.set()
+
     def end_audio(self) -> None:
-        if not self.backend.finished:
-            self.backend.end_audio(self._now())
-            self.pump()
+        self._end_requested = True
+        if self._accepting() and not self._backlog:
+            self._send_end()
+        # otherwise the backlog drain sends it after the reconnect
+
+    def _send_end(self) -> None:
+        if self._end_sent or self.backend.finished:
+            return
+        self._end_sent = True
+        self.backend.end_audio(self._now())
+        self.pump()
 
     async def wait_done(self, timeout: float) -> None:
         try:
@@ -285,6 +663,14 @@ class Stream:
                 f"no end of session from the server within {timeout:g} s after the audio ended",
                 ev.TIMEOUT,
             )
+
+
+def _plus(value: float | None, offset: float) -> float | None:
+    return None if value is None else round(value + offset, 6)
+
+
+def _reason(e: BaseException) -> str:
+    return str(e) or type(e).__name__
 
 
 async def feed(
@@ -311,13 +697,20 @@ async def feed(
     sent = dict.fromkeys(streams, 0.0)
     limit_frames = None if duration is None else int(duration * source.rate)
     read_frames = 0
+    for s in streams:
+        s.live_input = source.live
     pacer.start()
+    loop = asyncio.get_running_loop()
 
     async def deliver(pending: list[tuple[float, int, Stream, bytes]]) -> None:
         for t, _, s, chunk in sorted(pending, key=lambda p: (p[0], p[1])):
             if not source.live:
                 await pacer.wait_until(t)
+            sessions, before = s.sessions, loop.time()
             await s.offer(chunk)
+            if s.sessions != sessions and not source.live and pacer.t0 is not None:
+                # A file waited for a reconnect: go on at the pace, do not rush to catch up.
+                pacer.t0 += loop.time() - before
 
     def cut(s: Stream, chunks: list[bytes]) -> list[tuple[float, int, Stream, bytes]]:
         out = []
@@ -339,7 +732,7 @@ async def feed(
         for s in streams:
             pending += cut(s, chunkers[s].push(converters[s].process(block)))
         await deliver(pending)
-        if all(s.backend.finished for s in streams):
+        if all(s.over for s in streams):
             return
         if limit_frames is not None and read_frames >= limit_frames:
             break
@@ -360,14 +753,7 @@ def _kind_for_status(status: ExitStatus) -> str:
     }.get(status, ev.SERVER)
 
 
-def _public_url(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    p = urlsplit(url)
-    netloc = p.hostname or ""
-    if p.port:
-        netloc += f":{p.port}"
-    return urlunsplit((p.scheme, netloc, p.path, "", ""))
+_public_url = public_url  # the older name, still imported by other sessions
 
 
 def _raw_event(backend: Backend, data: str | bytes) -> ev.Raw:
@@ -437,6 +823,7 @@ async def run_session(
     """Connect every stream, feed the audio, wait for the ends. Never raises StreamcliError."""
     interrupts = interrupts or Interrupts()
     errors: list[ev.Error] = []
+    runners: list[asyncio.Task[None]] = []
     for s in streams:
         original = s._emit_event
 
@@ -448,11 +835,19 @@ async def run_session(
         s._emit_event = record
 
     async def main() -> None:
-        connected = await asyncio.gather(*(s.connect() for s in streams))
-        live = [s for s, ok in zip(streams, connected, strict=True) if ok]
+        connecting = asyncio.ensure_future(asyncio.gather(*(s.connect() for s in streams)))
+        stopper = asyncio.ensure_future(interrupts.graceful.wait())
+        await asyncio.wait({connecting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not connecting.done():  # Ctrl-C while connecting: nothing was sent, stop now
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+            return
+        live = [s for s, ok in zip(streams, connecting.result(), strict=True) if ok]
         if not live:
             return
-        runners = [asyncio.create_task(s.run()) for s in live]
+        runners.extend(asyncio.create_task(s.run()) for s in live)
         pacer = Pacer(0.0 if source.live else options.speed)
         feeder = asyncio.create_task(
             feed(
@@ -494,8 +889,9 @@ async def run_session(
         await asyncio.wait({task, aborter}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for runner in runners:
+                runner.cancel()  # each closes its socket on the way out (bounded)
+            await asyncio.gather(task, *runners, return_exceptions=True)
             for s in streams:
                 s.backend.give_up(asyncio.get_running_loop().time())
                 s.pump()

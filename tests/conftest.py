@@ -18,7 +18,9 @@ def tone(freq: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.n
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def speechlike(rate: int, bursts: list[float], pause: float = 0.6, freq: float = 300.0) -> np.ndarray:
+def speechlike(
+    rate: int, bursts: list[float], pause: float = 0.6, freq: float = 300.0
+) -> np.ndarray:
     """Voiced bursts (tones) separated by silences: the emulators segment on these pauses."""
     parts = [np.zeros(int(0.2 * rate), np.float32)]
     for seconds in bursts:
@@ -34,7 +36,9 @@ def dominant_frequency(samples: np.ndarray, rate: int) -> float:
 
 @pytest.fixture
 def make_wav(tmp_path: Path):
-    def make(name: str, data: np.ndarray, rate: int, subtype: str = "PCM_16", fmt: str | None = None) -> Path:
+    def make(
+        name: str, data: np.ndarray, rate: int, subtype: str = "PCM_16", fmt: str | None = None
+    ) -> Path:
         path = tmp_path / name
         sf.write(str(path), data, rate, subtype=subtype, format=fmt)
         return path
@@ -73,15 +77,21 @@ CLEAN_ENV = {
 }
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
-                  timeout: float = 60.0) -> Result:
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, timeout: float = 60.0
+) -> Result:
     """Run the real CLI in a subprocess (the event loop keeps serving in-process emulators)."""
     full_env = {**CLEAN_ENV, "NO_COLOR": "1", "XDG_CONFIG_HOME": "/nonexistent-streamcli-test"}
     full_env.update(env or {})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamcli", *args,
+        sys.executable,
+        "-m",
+        "streamcli",
+        *args,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=full_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=full_env,
     )
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=timeout)
     return Result(proc.returncode or 0, out.decode(), err.decode())

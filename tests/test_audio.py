@@ -22,14 +22,25 @@ def convert_all(source, out_rate: int = 16000, encoding: str = "s16le") -> np.nd
     return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
 
 
-SUBTYPES = [("PCM_U8", "WAV"), ("PCM_16", "WAV"), ("PCM_24", "WAV"), ("PCM_32", "WAV"),
-            ("FLOAT", "WAV"), ("DOUBLE", "WAV"), ("ULAW", "WAV"), ("ALAW", "WAV"),
-            ("PCM_16", "FLAC"), ("VORBIS", "OGG")]
+SUBTYPES = [
+    ("PCM_U8", "WAV"),
+    ("PCM_16", "WAV"),
+    ("PCM_24", "WAV"),
+    ("PCM_32", "WAV"),
+    ("FLOAT", "WAV"),
+    ("DOUBLE", "WAV"),
+    ("ULAW", "WAV"),
+    ("ALAW", "WAV"),
+    ("PCM_16", "FLAC"),
+    ("VORBIS", "OGG"),
+]
 
 
 @pytest.mark.parametrize(("subtype", "fmt"), SUBTYPES)
 @pytest.mark.parametrize("rate", [8000, 22050, 44100])
-def test_every_format_resamples_to_16k_with_the_same_duration_and_pitch(make_wav, subtype, fmt, rate):
+def test_every_format_resamples_to_16k_with_the_same_duration_and_pitch(
+    make_wav, subtype, fmt, rate
+):
     data = np.stack([tone(440, 1.5, rate), tone(440, 1.5, rate)], axis=1)  # stereo
     path = make_wav(f"t.{fmt.lower()}", data, rate, subtype=subtype, fmt=fmt)
     source = SoundFileSource(path)
@@ -93,7 +104,9 @@ def stream_of(path) -> io.BufferedReader:
     return io.BufferedReader(Pipe(path.read_bytes()))
 
 
-@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "ULAW", "ALAW"])
+@pytest.mark.parametrize(
+    "subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "ULAW", "ALAW"]
+)
 def test_stdin_wav_streams_without_seeking_and_matches_soundfile(make_wav, subtype):
     data = np.stack([tone(300, 0.7, 22050), tone(600, 0.7, 22050)], axis=1) * 0.8
     path = make_wav("s.wav", data, 22050, subtype=subtype)
@@ -131,7 +144,11 @@ def test_empty_stdin_is_a_usage_error():
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no such file"), (b"", "empty"), (b"just some text, not audio at all", "not a readable audio file")],
+    [
+        (None, "no such file"),
+        (b"", "empty"),
+        (b"just some text, not audio at all", "not a readable audio file"),
+    ],
 )
 def test_unusable_files_are_usage_errors(tmp_path, content, message):
     path = tmp_path / "in.wav"

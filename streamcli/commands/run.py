@@ -4,6 +4,7 @@ session -> exit status. Heavy imports live here, not in cli.py, so --help stays 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from streamcli.sinks.stream import (
     Sink,
     StatusSink,
 )
-from streamcli.transport.websocket import WireOptions
+from streamcli.transport.websocket import WireOptions, plaintext_credentials_warning
 
 BackendFactory = Callable[[str | None], Backend]
 
@@ -105,6 +106,7 @@ def run_streaming(
     common: Common, backend_name: str, make_backend: BackendFactory
 ) -> tuple[int, list[Backend]]:
     """Run one session; returns the exit status and the backends (for post-session work)."""
+    check_numbers(common)
     if common.concurrency:
         from streamcli.loadtest import run_load_test
 
@@ -113,6 +115,7 @@ def run_streaming(
     try:
         names = speaker_names(common, source.channels)
         backends = [make_backend(name) for name in names]
+        warn_plaintext_credentials(backends)
         interrupts = Interrupts()
         outputs = Outputs(common, backend_name, source, on_broken=interrupts.trigger_abort)
         options = SessionOptions(
@@ -121,18 +124,20 @@ def run_streaming(
             timeout=common.timeout,
             wire=WireOptions(
                 connect_timeout=common.connect_timeout,
+                heartbeat=common.heartbeat or None,
                 ca_file=common.ca_file,
                 insecure=common.insecure,
             ),
             raw=common.raw,
             debug=common.debug,
             duration=common.duration,
+            reconnect=common.reconnect,
         )
         if common.insecure:
             print(
                 "streamcli: warning: --insecure: TLS certificates are not checked", file=sys.stderr
             )
-        outcome = _run(source, backends, names, outputs, options, interrupts, common)
+        outcome = _run(source, backends, names, outputs, options, interrupts, common, make_backend)
     finally:
         source.close()
     if outputs.first_error is not None:
@@ -140,6 +145,30 @@ def run_streaming(
     elif outcome.status == ExitStatus.INTERRUPTED:
         print("streamcli: interrupted", file=sys.stderr, flush=True)
     return int(outcome.status), backends
+
+
+def check_numbers(common: Common) -> None:
+    """Typer checks ranges, but ``nan`` passes every comparison: refuse it here."""
+    for option, value in (
+        ("--speed", common.speed),
+        ("--timeout", common.timeout),
+        ("--connect-timeout", common.connect_timeout),
+        ("--heartbeat", common.heartbeat),
+        ("--duration", common.duration),
+    ):
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{option} {value}: expected a finite number")
+
+
+def warn_plaintext_credentials(backends: list[Backend]) -> None:
+    """One stderr line per URL when credentials would travel unencrypted off this machine."""
+    seen: set[str] = set()
+    for backend in backends:
+        request = backend.connect_request()
+        warning = plaintext_credentials_warning(request)
+        if warning and request.url not in seen:
+            seen.add(request.url)
+            print(f"streamcli: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def _run(
@@ -150,6 +179,7 @@ def _run(
     options: SessionOptions,
     interrupts: Interrupts,
     common: Common,
+    make_backend: BackendFactory,
 ) -> Outcome:
     saver = _AudioSaver(common.save_audio, source) if common.save_audio else None
     level = getattr(source, "level", None)
@@ -169,10 +199,19 @@ def _run(
 
     async def main() -> Outcome:
         streams = [
-            Stream(b, outputs.handle, options, channel=i if common.split_channels else None)
-            for i, b in enumerate(backends)
+            Stream(
+                b,
+                outputs.handle,
+                options,
+                channel=i if common.split_channels else None,
+                factory=lambda name=name: make_backend(name),  # a fresh one per reconnect
+            )
+            for i, (b, name) in enumerate(zip(backends, names, strict=True))
         ]
-        return await run_session(source, streams, options, interrupts, on_audio=on_audio)
+        try:
+            return await run_session(source, streams, options, interrupts, on_audio=on_audio)
+        finally:
+            backends[:] = [s.backend for s in streams]  # after reconnects: the last sessions
 
     if outputs.live is not None:
         outputs.live.start()

@@ -13,13 +13,26 @@ Switches (constructor keywords, also ``streamcli serve melvin`` options):
   ``drop-after`` (close 1011 after ``fault_after`` seconds of audio), ``reset-after`` (abort the
   TCP connection after ``fault_after`` seconds of audio). The real eof race is always emulated:
   eof right after audio sent much faster than real time closes 1000 without an id.
+  Not faults of the real server, but of networks and broken servers, for the client's tests
+  (each after ``fault_after`` seconds of audio): ``close-after`` (close 1000), ``freeze-after``
+  (stop reading and answering, pings included: a dead peer; the socket stays open),
+  ``garbage-text`` (a non-JSON text), ``garbage-json`` (JSON of the wrong shape: a list),
+  ``garbage-binary`` (a binary frame), ``huge-message`` (a text of ``huge_size`` bytes, 20 MB).
+  The garbage faults go on with the session afterwards.
+- ``fault_count``: how many connections get the fault (None = every one): ``fault_count=1``
+  drops the first connection only, so a client's reconnect succeeds.
+- ``refuse_first``: answer the first N handshakes with HTTP ``refuse_status`` (503), as a
+  server that restarts does.
+- ``ssl_context``: serve ``wss://`` with this server context.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import ssl
 import time
 import uuid
 import wave
@@ -37,7 +50,24 @@ AUTH_BAD_KEY = "Provided api key is invalid"
 WAITING = "No transcription workers available. Retrying in 10 seconds"
 UNKNOWN = "control message unknown"
 RATE = 16000
-FAULTS = ("close-without-id", "silent-after-eof", "drop-after", "reset-after")
+FAULTS = (
+    "close-without-id",
+    "silent-after-eof",
+    "drop-after",
+    "reset-after",
+    "close-after",
+    "freeze-after",
+    "garbage-text",
+    "garbage-json",
+    "garbage-binary",
+    "huge-message",
+)
+MID_STREAM_FAULTS = frozenset(FAULTS) - {"close-without-id", "silent-after-eof"}
+GARBAGE = {
+    "garbage-text": "<html><body>502 Bad Gateway</body></html>",
+    "garbage-json": '["not", "an", "object"]',
+}
+HUGE_SIZE = 20 * 1024 * 1024
 SERVE_HELP = "Melvin-ASR emulator (WebSocket on --port, REST export on --rest-port)."
 
 
@@ -47,6 +77,7 @@ class MelvinConnection:
 
     path: str
     frames: list[tuple[str, int | str]] = field(default_factory=list)  # ("text", s) / ("binary", n)
+    faulted: bool = False
     audio: bytearray = field(default_factory=bytearray)
     authenticated: bool = False
     waited_for_seat: bool = False
@@ -77,9 +108,21 @@ class MelvinEmulator:
         reminder_interval: float = 10.0,
         fault: str | None = None,
         fault_after: float = 1.0,
+        fault_count: int | None = None,
+        huge_size: int = HUGE_SIZE,
+        refuse_first: int = 0,
+        refuse_status: int = 503,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
+        self.fault_count = fault_count
+        self.huge_size = huge_size
+        self.ssl_context = ssl_context
+        self.faults_done = 0
+        self.refuse_first, self.refuse_status = refuse_first, refuse_status
+        self.handshakes = 0
+        self._stopping = asyncio.Event()
         self.host, self.port, self.rest_port = host, port, rest_port
         self.api_keys = tuple(api_keys)
         self.seats = seats
@@ -93,7 +136,7 @@ class MelvinEmulator:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
 
     @property
     def rest_url(self) -> str:
@@ -114,12 +157,13 @@ class MelvinEmulator:
     async def _listen(self, app: web.Application, port: int) -> int:
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, port)
+        site = web.TCPSite(runner, self.host, port, ssl_context=self.ssl_context)
         await site.start()
         self._runners.append(runner)
         return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        self._stopping.set()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
@@ -131,6 +175,9 @@ class MelvinEmulator:
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if request.path != "/":
             return web.Response(status=403, text="Forbidden")
+        self.handshakes += 1
+        if self.handshakes <= self.refuse_first:
+            return web.Response(status=self.refuse_status, text="Service Unavailable")
         ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="WebSocket expected")
@@ -247,23 +294,57 @@ class MelvinEmulator:
             last_audio = at
             conn.audio += data
             recognizer.feed(np.frombuffer(data, "<i2"))
-            if await self._fault_mid_stream(ws, conn):
+            if await self._fault_mid_stream(ws, conn, queue):
                 return
             if conn.audio_seconds >= next_pass:
                 next_pass = conn.audio_seconds + 1.0
                 await self._transcription_pass(ws, recognizer, finals)
 
-    async def _fault_mid_stream(self, ws: web.WebSocketResponse, conn: MelvinConnection) -> bool:
-        if self.fault not in ("drop-after", "reset-after") or conn.audio_seconds < self.fault_after:
+    async def _fault_mid_stream(
+        self, ws: web.WebSocketResponse, conn: MelvinConnection, queue: asyncio.Queue
+    ) -> bool:
+        """Play the mid-stream fault once its time has come; True when the session is over."""
+        if (
+            self.fault not in MID_STREAM_FAULTS
+            or conn.faulted
+            or conn.audio_seconds < self.fault_after
+            or (self.fault_count is not None and self.faults_done >= self.fault_count)
+        ):
             return False
-        conn.ended = self.fault
-        if self.fault == "drop-after":
+        conn.faulted = True
+        self.faults_done += 1
+        fault = self.fault
+        if fault in GARBAGE:
+            await ws.send_str(GARBAGE[fault])
+            return False
+        if fault == "garbage-binary":
+            await ws.send_bytes(b"\x00\x01binary where text is expected")
+            return False
+        if fault == "huge-message":
+            await ws.send_str("x" * self.huge_size)
+            return False
+        conn.ended = fault
+        if fault == "drop-after":
             await ws.close(code=1011)
+        elif fault == "close-after":
+            await ws.close(code=1000)
+        elif fault == "freeze-after":
+            await self._freeze(ws)
         else:
             transport = ws._req.transport if ws._req is not None else None  # type: ignore[attr-defined]
             if transport is not None:
                 transport.abort()
         return True
+
+    async def _freeze(self, ws: web.WebSocketResponse) -> None:
+        """Neither read nor answer (no pongs either) until the emulator stops (2 min at most)."""
+        transport = ws._req.transport if ws._req is not None else None  # type: ignore[attr-defined]
+        if transport is not None:
+            transport.pause_reading()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=120)
+        if transport is not None:
+            transport.abort()
 
     async def _transcription_pass(
         self, ws: web.WebSocketResponse, recognizer: ScriptedRecognizer, finals: list[dict]

@@ -7,6 +7,7 @@ output quietly instead of raising ``BrokenPipeError``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -109,10 +110,8 @@ class StatusSink:
         self._last_state: dict[str | None, str] = {}
 
     def _say(self, text: str) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, ValueError):
             print(text, file=self.err, flush=True)
-        except (BrokenPipeError, ValueError):
-            pass
 
     def handle(self, event: ev.Event) -> None:
         if self.quiet:

@@ -1,7 +1,10 @@
 """The WebSocket wire: thin aiohttp glue that opens a connection and moves messages.
 
 Every connect failure becomes a ``StreamcliError`` with one clear line; the backend decides
-what an HTTP status at the handshake means (``handshake_error``).
+what an HTTP status at the handshake means (``handshake_error``). Failures that a reconnect
+cannot repair (TLS, an unknown host) are ``PermanentConnectError``. Nothing here ever puts a
+header value in a message: they carry credentials. Messages name the URL without its user
+info or query (``public_url``).
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import ssl as ssl_module
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -17,6 +22,12 @@ from streamcli.backends.base import ConnectRequest, Frame
 from streamcli.exit import AuthError, ConnectError, ServerError, StreamcliError, UsageError
 
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+MESSAGE_TOO_BIG = 1009  # RFC 6455 close code: a message over the size limit
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+class PermanentConnectError(ConnectError):
+    """A connect failure that trying again will not repair (TLS, unknown host)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +53,54 @@ class WireOptions:
 class Incoming:
     kind: str  # "text" | "binary" | "close" | "error"
     data: str | bytes | None = None
-    code: int | None = None
+    code: int | None = None  # the close code; for "error", 1009 = a message over the limit
     reason: str = ""
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query or fragment: fit for messages and events."""
+    p = urlsplit(url)
+    host = p.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = p.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((p.scheme, netloc, p.path, "", ""))
+
+
+def check_headers(headers: dict[str, str]) -> None:
+    """Refuse header names or values with line breaks (header injection) before connecting.
+
+    The message names the header, never its value: header values are often credentials.
+    """
+    for name, value in headers.items():
+        if any(c in name for c in "\r\n\0:") or not name.strip():
+            raise UsageError(f"refusing to send a header with an invalid name {name!r}")
+        if any(c in str(value) for c in "\r\n\0"):
+            raise UsageError(
+                f"refusing to send the {name} header: its value contains a line break "
+                "or a NUL character"
+            )
+
+
+def plaintext_credentials_warning(request: ConnectRequest) -> str | None:
+    """A warning when credentials would cross the network unencrypted (ws:// or http:// to
+    a host that is not this machine); None otherwise."""
+    if not any(request.secrets):
+        return None
+    p = urlsplit(request.url)
+    if p.scheme not in ("ws", "http"):
+        return None
+    host = (p.hostname or "").lower()
+    if host in LOOPBACK_HOSTS or host.startswith("127."):
+        return None
+    return (
+        f"credentials are sent unencrypted to {host} ({p.scheme}://): "
+        f"use {'wss' if p.scheme == 'ws' else 'https'}:// unless this network is trusted"
+    )
 
 
 def describe_status(status: int) -> str:
@@ -72,6 +129,8 @@ class WebSocketConnection:
         options: WireOptions,
         handshake: Any = handshake_error,
     ) -> WebSocketConnection:
+        check_headers(request.headers)
+        ssl = options.ssl_context()
         timeout = aiohttp.ClientTimeout(total=None, connect=options.connect_timeout)
         session = aiohttp.ClientSession(timeout=timeout)
         try:
@@ -79,9 +138,9 @@ class WebSocketConnection:
                 session.ws_connect(
                     request.url,
                     headers=request.headers,
-                    heartbeat=options.heartbeat,
+                    heartbeat=options.heartbeat or None,
                     max_msg_size=options.max_msg_size,
-                    ssl=options.ssl_context(),
+                    ssl=ssl,
                     autoping=True,
                 ),
                 timeout=options.connect_timeout,
@@ -107,7 +166,12 @@ class WebSocketConnection:
         if t == aiohttp.WSMsgType.CLOSE:
             return Incoming("close", code=msg.data, reason=msg.extra or "")
         if t == aiohttp.WSMsgType.ERROR:
-            return Incoming("error", reason=_error_text(msg.data, self._ws))
+            code = getattr(msg.data, "code", None)
+            return Incoming(
+                "error",
+                code=code if code == MESSAGE_TOO_BIG else None,
+                reason=_error_text(msg.data, self._ws),
+            )
         # CLOSING / CLOSED: the transport is gone (TCP reset, heartbeat timeout)
         code = self._ws.close_code
         return Incoming(
@@ -129,7 +193,7 @@ class WebSocketConnection:
 
 
 def _error_text(exc: Any, ws: aiohttp.ClientWebSocketResponse) -> str:
-    if isinstance(exc, aiohttp.WebSocketError) and exc.code == 1009:
+    if isinstance(exc, aiohttp.WebSocketError) and exc.code == MESSAGE_TOO_BIG:
         return f"the server sent a message larger than the limit ({exc})"
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return "no answer to WebSocket pings: the server is gone"
@@ -139,26 +203,50 @@ def _error_text(exc: Any, ws: aiohttp.ClientWebSocketResponse) -> str:
 def _connect_failure(
     e: BaseException, url: str, options: WireOptions, handshake: Any
 ) -> BaseException:
+    where = public_url(url)
     if isinstance(e, StreamcliError):
         return e
     if isinstance(e, aiohttp.WSServerHandshakeError):
-        return handshake(e.status, e.message or "")
+        return handshake(e.status, _status_text(e.status, e.message or ""))
     if isinstance(e, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return ConnectError(
-            f"TLS failure connecting to {url}: {_short(e)} "
+        return PermanentConnectError(
+            f"TLS failure connecting to {where}: {_tls_reason(e)} "
             "(trust the server's certificate with --ca-file PATH, or skip checks with --insecure)"
         )
-    if isinstance(e, aiohttp.ClientConnectorError):
-        return ConnectError(f"cannot connect to {url}: {_short(e)}")
-    if isinstance(e, TimeoutError):
-        return ConnectError(
-            f"cannot connect to {url}: no WebSocket handshake within {options.connect_timeout:g} s"
+    if isinstance(e, aiohttp.ClientConnectorDNSError):
+        host = urlsplit(url).hostname or where
+        return PermanentConnectError(
+            f"cannot connect to {where}: unknown host {host} ({_short(e)})"
         )
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return ConnectError(f"cannot connect to {where}: {_short(e)}")
+    if isinstance(e, TimeoutError):
+        seconds = f"{options.connect_timeout:g}"
+        return ConnectError(f"cannot connect to {where}: no WebSocket handshake within {seconds} s")
     if isinstance(e, aiohttp.InvalidURL | ValueError):
-        return UsageError(f"invalid URL {url!r}")
+        return UsageError(f"invalid URL {where!r}")
     if isinstance(e, aiohttp.ClientError | OSError):
-        return ConnectError(f"cannot connect to {url}: {_short(e)}")
+        return ConnectError(f"cannot connect to {where}: {_short(e)}")
     return e
+
+
+def _status_text(status: int, message: str) -> str:
+    """aiohttp says "Invalid response status" for any refusal: name the status instead."""
+    if message and message != "Invalid response status":
+        return message
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _tls_reason(e: BaseException) -> str:
+    cert_error = getattr(e, "certificate_error", None)
+    verify = getattr(cert_error, "verify_message", None)
+    if verify:
+        return f"certificate verify failed: {verify}"
+    reason = getattr(getattr(e, "os_error", None), "reason", None) or getattr(e, "reason", None)
+    return str(reason).replace("_", " ").lower() if reason else _short(e)
 
 
 def _short(e: BaseException) -> str:

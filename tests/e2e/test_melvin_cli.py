@@ -27,8 +27,13 @@ async def test_melvin_streams_a_file_and_prints_finals_as_json(cli, melvin, spee
     evs = events(r.stdout)
     assert evs[0]["type"] == "session" and evs[0]["backend"] == "melvin"
     finals = [e for e in evs if e["type"] == "final"]
-    assert [f["text"] for f in finals] == ["Hello streaming world.", "The second sentence ends here."]
-    assert all(w.keys() == {"word", "start", "end", "confidence"} for f in finals for w in f["words"])
+    assert [f["text"] for f in finals] == [
+        "Hello streaming world.",
+        "The second sentence ends here.",
+    ]
+    assert all(
+        w.keys() == {"word", "start", "end", "confidence"} for f in finals for w in f["words"]
+    )
     assert evs[-1]["type"] == "end" and len(evs[-1]["export_id"]) == 32
     conn = melvin.connections[0]
     assert conn.frames[0] == ("text", json.dumps({"Authorization": KEY}, separators=(",", ":")))
@@ -48,7 +53,9 @@ async def test_melvin_plain_output_is_one_line_per_final(cli, melvin, speech_wav
 
 
 async def test_melvin_reads_wav_from_stdin(cli, melvin, speech_wav):
-    r = await cli("melvin", "-", "--url", melvin.url, "--speed", "8", stdin=speech_wav.read_bytes(), env=ENV)
+    r = await cli(
+        "melvin", "-", "--url", melvin.url, "--speed", "8", stdin=speech_wav.read_bytes(), env=ENV
+    )
     assert r.code == 0, r.stderr
     assert r.lines == ["Hello streaming world.", "The second sentence ends here."]
 
@@ -101,36 +108,46 @@ async def test_melvin_connection_refused_exits_4(cli, speech_wav):
         port = s.getsockname()[1]
     r = await cli("melvin", str(speech_wav), "--url", f"ws://127.0.0.1:{port}", env=ENV)
     assert r.code == 4
-    assert r.stderr.strip().splitlines() == [
-        f"streamcli: error: cannot connect to ws://127.0.0.1:{port}/: Connect call failed "
-        f"('127.0.0.1', {port})"
-    ] or "cannot connect" in r.stderr.strip().splitlines()[-1]
+    assert (
+        r.stderr.strip().splitlines()
+        == [
+            f"streamcli: error: cannot connect to ws://127.0.0.1:{port}/: Connect call failed "
+            f"('127.0.0.1', {port})"
+        ]
+        or "cannot connect" in r.stderr.strip().splitlines()[-1]
+    )
 
 
 async def test_melvin_server_closing_without_id_exits_5(cli, speech_wav, script_file):
     emu = MelvinEmulator(api_keys=[KEY], script=script_file, fault="close-without-id")
     await emu.start()
     try:
-        r = await cli("melvin", str(speech_wav), "--url", emu.url, "--speed", "8", "--json", env=ENV)
+        r = await cli(
+            "melvin", str(speech_wav), "--url", emu.url, "--speed", "8", "--json", env=ENV
+        )
     finally:
         await emu.stop()
     assert r.code == 5
     assert "without an export id" in r.stderr.splitlines()[-1]
     assert [e["text"] for e in events(r.stdout) if e["type"] == "final"][:2] == [
-        "Hello streaming world.", "The second sentence ends here."]
+        "Hello streaming world.",
+        "The second sentence ends here.",
+    ]
 
 
 async def test_melvin_server_silent_after_eof_times_out_with_6(cli, speech_wav, script_file):
     emu = MelvinEmulator(api_keys=[KEY], script=script_file, fault="silent-after-eof")
     await emu.start()
     try:
-        r = await cli("melvin", str(speech_wav), "--url", emu.url, "--speed", "8", "--timeout", "1.5",
-                      env=ENV)
+        r = await cli(
+            "melvin", str(speech_wav), "--url", emu.url, "--speed", "8", "--timeout", "1.5", env=ENV
+        )
     finally:
         await emu.stop()
     assert r.code == 6
     assert r.stderr.splitlines()[-1] == (
-        "streamcli: error: no end of session from the server within 1.5 s after the audio ended")
+        "streamcli: error: no end of session from the server within 1.5 s after the audio ended"
+    )
     assert r.lines[:2] == ["Hello streaming world.", "The second sentence ends here."]
 
 
@@ -152,8 +169,9 @@ async def test_melvin_waiting_for_a_seat_is_reported_and_then_streams(cli, speec
         await emu._free_seats.acquire()  # someone else holds the only seat
         import asyncio
 
-        task = asyncio.create_task(cli("melvin", str(speech_wav), "--url", emu.url, "--speed", "8",
-                                       "--json", env=ENV))
+        task = asyncio.create_task(
+            cli("melvin", str(speech_wav), "--url", emu.url, "--speed", "8", "--json", env=ENV)
+        )
         await asyncio.sleep(1.2)
         emu._free_seats.release()
         r = await task
@@ -164,7 +182,9 @@ async def test_melvin_waiting_for_a_seat_is_reported_and_then_streams(cli, speec
     assert statuses and statuses[0]["state"] == "waiting"
     assert emu.connections[0].waited_for_seat
     assert [e["text"] for e in events(r.stdout) if e["type"] == "final"] == [
-        "Hello streaming world.", "The second sentence ends here."]
+        "Hello streaming world.",
+        "The second sentence ends here.",
+    ]
 
 
 async def test_melvin_exports_transcript_and_audio(cli, speech_wav, script_file, tmp_path):
@@ -172,15 +192,30 @@ async def test_melvin_exports_transcript_and_audio(cli, speech_wav, script_file,
     await emu.start()
     out = tmp_path / "out"
     try:
-        r = await cli("melvin", str(speech_wav), "--url", emu.url, "--speed", "8",
-                      "--export", "transcript,audio", "--export-dir", str(out),
-                      "--rest-url", emu.rest_url, env=ENV)
+        r = await cli(
+            "melvin",
+            str(speech_wav),
+            "--url",
+            emu.url,
+            "--speed",
+            "8",
+            "--export",
+            "transcript,audio",
+            "--export-dir",
+            str(out),
+            "--rest-url",
+            emu.rest_url,
+            env=ENV,
+        )
     finally:
         await emu.stop()
     assert r.code == 0, r.stderr
     (export_id,) = emu.exports
     transcript = json.loads((out / f"{export_id}.json").read_text())
-    assert [t["text"] for t in transcript] == ["Hello streaming world.", "The second sentence ends here."]
+    assert [t["text"] for t in transcript] == [
+        "Hello streaming world.",
+        "The second sentence ends here.",
+    ]
     audio, rate = sf.read(str(out / f"{export_id}.wav"))
     assert rate == 16000 and abs(len(audio) / rate - emu.connections[0].audio_seconds) < 0.01
 
@@ -211,8 +246,14 @@ async def test_a_truncated_wav_header_exits_2(cli, tmp_path, make_wav):
 
 async def test_a_wav_cut_mid_data_streams_what_is_there(cli, melvin, tmp_path):
     data = (speechlike(16000, [0.8, 1.0]) * 32767).astype("<i2").tobytes()
-    header = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack(
-        "<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) + b"data" + struct.pack("<I", len(data))
+    header = (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+        + b"data"
+        + struct.pack("<I", len(data))
+    )
     path = tmp_path / "cut.wav"
     path.write_bytes(header + data[: len(data) // 2 + 1])  # odd cut inside a sample
     r = await cli("melvin", str(path), "--url", melvin.url, "--speed", "8", env=ENV)
@@ -221,14 +262,21 @@ async def test_a_wav_cut_mid_data_streams_what_is_there(cli, melvin, tmp_path):
 
 
 async def test_bad_option_values_exit_2(cli, speech_wav):
-    for args in (["--speed", "-1"], ["--chunk-ms", "0"], ["--url", "http://x"], ["--export", "video"]):
+    for args in (
+        ["--speed", "-1"],
+        ["--chunk-ms", "0"],
+        ["--url", "http://x"],
+        ["--export", "video"],
+    ):
         r = await cli("melvin", str(speech_wav), *args)
         assert r.code == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr
 
 
 async def test_debug_trace_masks_the_key(cli, melvin, speech_wav):
-    r = await cli("melvin", str(speech_wav), "--url", melvin.url, "--speed", "8", "--debug", env=ENV)
+    r = await cli(
+        "melvin", str(speech_wav), "--url", melvin.url, "--speed", "8", "--debug", env=ENV
+    )
     assert r.code == 0, r.stderr
     assert "[wire melvin] →" in r.stderr
     assert KEY not in r.stderr and KEY not in r.stdout

@@ -44,8 +44,16 @@ async def test_mic_streams_the_tone_for_the_duration_at_16k(cli, tone, emulator)
 
 async def test_ctrl_c_ends_a_mic_session_normally(tone, emulator):  # noqa: F811
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamcli", "melvin", "--mic", "--url", emulator.url, "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "streamcli",
+        "melvin",
+        "--mic",
+        "--url",
+        emulator.url,
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**CLEAN_ENV, **pulse_env()},
     )
     while not emulator.connections or emulator.connections[0].audio_seconds < 1.5:
@@ -59,8 +67,17 @@ async def test_ctrl_c_ends_a_mic_session_normally(tone, emulator):  # noqa: F811
 
 async def test_save_audio_keeps_what_was_captured(cli, tone, emulator, tmp_path):  # noqa: F811
     saved = tmp_path / "take1.wav"
-    r = await cli("melvin", "--mic", "--duration", "2", "--url", emulator.url,
-                  "--save-audio", str(saved), env=pulse_env())
+    r = await cli(
+        "melvin",
+        "--mic",
+        "--duration",
+        "2",
+        "--url",
+        emulator.url,
+        "--save-audio",
+        str(saved),
+        env=pulse_env(),
+    )
     assert r.code == 0, r.stderr
     audio, rate = sf.read(str(saved), always_2d=True)
     assert abs(len(audio) / rate - 2.0) < 0.1

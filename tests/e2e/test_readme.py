@@ -18,7 +18,10 @@ def test_readme_has_exactly_the_two_quickstart_commands():
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```sh\n(.*?)\n```", quick, re.S)
-    assert commands == ["pip install . && streamcli demo", "pip install -e '.[test]' && python -m pytest"]
+    assert commands == [
+        "pip install . && streamcli demo",
+        "pip install -e '.[test]' && python -m pytest",
+    ]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install -q -e '.[test]'" in ci and "python -m pytest" in ci
 
@@ -32,9 +35,21 @@ async def test_demo_streams_the_bundled_sample_offline(cli):
 
 async def test_serve_melvin_then_stream_to_it_like_the_readme(cli, speech_wav, script_file):
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamcli", "serve", "melvin", "--port", "0", "--rest-port", "0",
-        "--api-key", "test", "--script", str(script_file),
-        stderr=asyncio.subprocess.PIPE, env=CLEAN_ENV,
+        sys.executable,
+        "-m",
+        "streamcli",
+        "serve",
+        "melvin",
+        "--port",
+        "0",
+        "--rest-port",
+        "0",
+        "--api-key",
+        "test",
+        "--script",
+        str(script_file),
+        stderr=asyncio.subprocess.PIPE,
+        env=CLEAN_ENV,
     )
     try:
         url = None
@@ -43,8 +58,9 @@ async def test_serve_melvin_then_stream_to_it_like_the_readme(cli, speech_wav, s
             assert line, "the emulator exited before listening"
             found = re.search(r"listening on (ws://\S+)", line)
             url = found.group(1) if found else None
-        r = await cli("melvin", str(speech_wav), "--url", url, "--speed", "8",
-                      env={"MELVIN_API_KEY": "test"})
+        r = await cli(
+            "melvin", str(speech_wav), "--url", url, "--speed", "8", env={"MELVIN_API_KEY": "test"}
+        )
     finally:
         server.terminate()
         await server.wait()
