@@ -314,4 +314,20 @@ _register_more_commands()
 
 
 def run() -> None:
-    app(prog_name="streamcli")  # also under `python -m streamcli` (completion keys on the name)
+    """Run the app; a usage error (bad option value, unknown option) is one line and exit 2."""
+    # prog_name: also under `python -m streamcli` (completion keys on the name)
+    try:
+        code = app(prog_name="streamcli", standalone_mode=False)
+    except Exception as e:  # noqa: BLE001 - only usage errors are handled here
+        names = {cls.__name__ for cls in type(e).__mro__}
+        if "NoArgsIsHelpError" in names:
+            app(prog_name="streamcli", args=[*sys.argv[1:], "--help"])
+        if "UsageError" not in names:
+            raise
+        command = getattr(getattr(e, "ctx", None), "command_path", "streamcli")
+        message = e.format_message()  # type: ignore[attr-defined]
+        print(f"streamcli: error: {message} (see '{command} --help')", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -7,6 +7,7 @@ becomes a ``UsageError`` with one clear line (exit 2).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -51,7 +52,8 @@ class SoundFileSource:
         if p.stat().st_size == 0:
             raise UsageError(f"{self.label}: the file is empty")
         try:
-            self._file = sf.SoundFile(str(p))
+            with _quiet_stderr():  # libmpg123 prints its own warnings while libsndfile probes
+                self._file = sf.SoundFile(str(p))
         except (sf.LibsndfileError, RuntimeError, TypeError) as e:
             raise UsageError(f"{self.label}: not a readable audio file ({_sf_reason(e)})") from None
         if self._file.channels < 1 or self._file.samplerate < 1:
@@ -143,6 +145,25 @@ def _spooled(stream: BinaryIO) -> AudioSource:
     finally:
         os.unlink(tmp.name)  # the open SoundFile keeps the data readable on POSIX
     return source
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the duration (C libraries write there)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _sf_reason(e: Exception) -> str:

@@ -270,6 +270,8 @@ async def test_bad_option_values_exit_2(cli, speech_wav):
     ):
         r = await cli("melvin", str(speech_wav), *args)
         assert r.code == 2, (args, r.stderr)
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith("streamcli: error: "), (args, r.stderr)
         assert "Traceback" not in r.stderr
 
 
