@@ -63,6 +63,7 @@ from streamcli.transport.websocket import (
 EventHandler = Callable[[ev.Event], None]
 BackendFactory = Callable[[], Backend]
 MAX_QUEUED_FRAMES = 64  # bound on frames waiting for the socket (a server that stops reading)
+SEND_ERROR_GRACE = 0.5  # seconds the receiver gets to explain a failed send
 LAG_WARNING = 2.0  # seconds one send may hang before the lag is reported
 LAG_REPEAT = 30.0  # at most one lag warning in this many seconds
 REPLAY_OVERLAP = 0.2  # seconds of written audio sent again after a drop (lost in flight?)
@@ -513,6 +514,10 @@ class Stream:
             )
             return False
         except Exception as e:
+            # The receiver usually knows why the socket went away (a close frame, a message over
+            # the size limit): give it a moment to say so; a failed send only echoes that cause.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._over.wait(), SEND_ERROR_GRACE)
             self._lost(f"connection lost while sending: {_reason(e)}")
             return False
         finally:
@@ -720,22 +725,24 @@ async def feed(
             sent[s] += len(chunk) / bps
         return out
 
-    async for block in source.blocks():
-        if stop is not None and stop.is_set():
-            break
-        if limit_frames is not None:
-            block = block[: max(0, limit_frames - read_frames)]
-        read_frames += len(block)
-        if on_audio is not None:
-            on_audio(block)
-        pending = []
-        for s in streams:
-            pending += cut(s, chunkers[s].push(converters[s].process(block)))
-        await deliver(pending)
-        if all(s.over for s in streams):
-            return
-        if limit_frames is not None and read_frames >= limit_frames:
-            break
+    # aclosing: a --duration or a stop ends a microphone stream at once, not at garbage collection
+    async with contextlib.aclosing(source.blocks()) as blocks:
+        async for block in blocks:
+            if stop is not None and stop.is_set():
+                break
+            if limit_frames is not None:
+                block = block[: max(0, limit_frames - read_frames)]
+            read_frames += len(block)
+            if on_audio is not None:
+                on_audio(block)
+            pending = []
+            for s in streams:
+                pending += cut(s, chunkers[s].push(converters[s].process(block)))
+            await deliver(pending)
+            if all(s.over for s in streams):
+                return
+            if limit_frames is not None and read_frames >= limit_frames:
+                break
     pending = []
     for s in streams:
         chunks = chunkers[s].push(converters[s].flush())  # the resampler's tail
@@ -819,8 +826,12 @@ async def run_session(
     options: SessionOptions,
     interrupts: Interrupts | None = None,
     on_audio: Callable[[object], None] | None = None,
+    on_audio_end: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Connect every stream, feed the audio, wait for the ends. Never raises StreamcliError."""
+    """Connect every stream, feed the audio, wait for the ends. Never raises StreamcliError.
+
+    ``on_audio`` sees every source block; ``on_audio_end`` is called once all audio was handed
+    to the streams (the live view then shows "finishing")."""
     interrupts = interrupts or Interrupts()
     errors: list[ev.Error] = []
     runners: list[asyncio.Task[None]] = []
@@ -877,6 +888,8 @@ async def run_session(
                 s.fail(str(exc), ev.USAGE if isinstance(exc, StreamcliError) else ev.SERVER)
             await asyncio.gather(*runners, return_exceptions=True)
             raise exc  # type: ignore[misc]
+        if on_audio_end is not None:
+            on_audio_end()
         for s in live:
             s.end_audio()
         await asyncio.gather(*(s.wait_done(options.timeout) for s in live))

@@ -209,7 +209,10 @@ def _run(
             for i, (b, name) in enumerate(zip(backends, names, strict=True))
         ]
         try:
-            return await run_session(source, streams, options, interrupts, on_audio=on_audio)
+            finished = outputs.live.audio_finished if outputs.live is not None else None
+            return await run_session(
+                source, streams, options, interrupts, on_audio=on_audio, on_audio_end=finished
+            )
         finally:
             backends[:] = [s.backend for s in streams]  # after reconnects: the last sessions
 
