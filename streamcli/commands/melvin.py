@@ -54,6 +54,10 @@ def run_melvin(
 ) -> int:
     check_ws_url(url)
     kinds = parse_exports(export)
+    if kinds and common.concurrency:
+        raise UsageError(
+            "--export does not combine with --concurrency (a load test keeps no exports)"
+        )
     status, backends = run_streaming(
         common, "melvin", lambda speaker: MelvinBackend(url, api_key, speaker=speaker)
     )
