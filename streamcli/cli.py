@@ -60,19 +60,7 @@ def guarded(fn: Callable[[], int | None], debug: bool = False) -> None:
 
 def common_from(values: dict[str, Any]) -> o.Common:
     """The shared options from a command's ``locals()`` (with ``ctx``: which ones were typed)."""
-    fields = o.Common.__dataclass_fields__
-    picked = {k: v for k, v in values.items() if k in fields and k != "given"}
-    picked["speakers"] = list(values.get("speakers") or [])
-    picked["outputs"] = list(values.get("outputs") or [])
-    ctx = values.get("ctx")
-    if ctx is not None:
-        picked["given"] = frozenset(
-            name
-            for name in ctx.params
-            if getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
-            not in ("DEFAULT", "DEFAULT_MAP")
-        )
-    return o.Common(**picked)
+    return o.Common.from_values(values, values.get("ctx"))
 
 
 def secret(option: str | None, env: str) -> str | None:
@@ -104,8 +92,9 @@ def main(
     epilog="Example: streamcli melvin talk.wav --url ws://asr.example.org:8394 --json | jq -r "
     "'select(.type==\"final\").text'",
 )
+@o.streaming_command
 def melvin(
-    ctx: typer.Context,
+    common: o.Common,
     input: o.InputArg = None,
     url: Annotated[
         str, typer.Option(help="Melvin-ASR WebSocket URL.", rich_help_panel=o.CONNECTION)
@@ -141,36 +130,8 @@ def melvin(
             help="Melvin REST URL (default: same host, port 8393).", rich_help_panel=o.BACKEND
         ),
     ] = None,
-    mic: o.Mic = False,
-    device: o.Device = None,
-    duration: o.Duration = None,
-    save_audio: o.SaveAudio = None,
-    speed: o.Speed = 1.0,
-    chunk_ms: o.ChunkMs = 100,
-    split_channels: o.SplitChannels = False,
-    speakers: o.Speakers = None,
-    json: o.Json = False,
-    raw: o.Raw = False,
-    outputs: o.Outputs = None,
-    format: o.Format = None,
-    quiet: o.Quiet = False,
-    no_color: o.NoColor = False,
-    debug: o.Debug = False,
-    timeout: o.Timeout = 30.0,
-    connect_timeout: o.ConnectTimeout = 10.0,
-    ca_file: o.CaFile = None,
-    insecure: o.Insecure = False,
-    heartbeat: o.Heartbeat = 30.0,
-    reconnect: o.Reconnect = 0,
-    concurrency: o.Concurrency = 0,
-    ramp: o.Ramp = 0.0,
-    repeat: o.Repeat = 1,
-    max_p95_latency: o.MaxP95Latency = None,
-    profile: o.Profile = None,
-    config: o.ConfigPath = None,
 ) -> None:
     """Stream to a Melvin-ASR server (open-source Whisper streaming)."""
-    common = common_from(locals())
 
     def body() -> int:
         from streamcli.commands.melvin import run_melvin
@@ -182,7 +143,7 @@ def melvin(
         key = None if no_auth else s["api_key"]
         return run_melvin(common, s["url"], key, export, s["export_dir"], s["rest_url"])
 
-    guarded(body, debug)
+    guarded(body, common.debug)
 
 
 # ---- serve --------------------------------------------------------------------------------------
@@ -318,7 +279,7 @@ def run() -> None:
     # prog_name: also under `python -m streamcli` (completion keys on the name)
     try:
         code = app(prog_name="streamcli", standalone_mode=False)
-    except Exception as e:  # noqa: BLE001 - only usage errors are handled here
+    except Exception as e:
         names = {cls.__name__ for cls in type(e).__mro__}
         if "NoArgsIsHelpError" in names:
             app(prog_name="streamcli", args=[*sys.argv[1:], "--help"])

@@ -77,8 +77,9 @@ PhebiSpeakers = Annotated[
 ]
 
 
+@o.streaming_command
 def phebi(
-    ctx: typer.Context,
+    common: o.Common,
     input: o.InputArg = None,
     url: Annotated[
         str | None,
@@ -107,38 +108,10 @@ def phebi(
             rich_help_panel=o.BACKEND,
         ),
     ] = None,
-    mic: o.Mic = False,
-    device: o.Device = None,
-    duration: o.Duration = None,
-    save_audio: o.SaveAudio = None,
-    speed: o.Speed = 1.0,
-    chunk_ms: o.ChunkMs = 100,
-    split_channels: o.SplitChannels = False,
     speakers: PhebiSpeakers = None,
-    json: o.Json = False,
-    raw: o.Raw = False,
-    outputs: o.Outputs = None,
-    format: o.Format = None,
-    quiet: o.Quiet = False,
-    no_color: o.NoColor = False,
-    debug: o.Debug = False,
-    timeout: o.Timeout = 30.0,
-    connect_timeout: o.ConnectTimeout = 10.0,
-    ca_file: o.CaFile = None,
-    insecure: o.Insecure = False,
-    heartbeat: o.Heartbeat = 30.0,
-    reconnect: o.Reconnect = 0,
-    concurrency: o.Concurrency = 0,
-    ramp: o.Ramp = 0.0,
-    repeat: o.Repeat = 1,
-    max_p95_latency: o.MaxP95Latency = None,
-    profile: o.Profile = None,
-    config: o.ConfigPath = None,
 ) -> None:
     """Stream to Phebi-Live: live transcription and emotions, one socket per speaker."""
-    from streamcli.cli import common_from, guarded
-
-    common = common_from(locals())
+    from streamcli.cli import guarded
 
     def body() -> int:
         from streamcli.backends.phebi import PhebiBackend
@@ -176,12 +149,13 @@ def phebi(
 
         return _run(common, "phebi", make)
 
-    guarded(body, debug)
+    guarded(body, common.debug)
 
 
 # ---- bodhi --------------------------------------------------------------------------------------
+@o.streaming_command
 def bodhi(
-    ctx: typer.Context,
+    common: o.Common,
     input: o.InputArg = None,
     url: Annotated[
         str, typer.Option(help="Navana Bodhi WebSocket URL.", rich_help_panel=o.CONNECTION)
@@ -265,38 +239,9 @@ def bodhi(
             min=0.0,
         ),
     ] = 3.0,
-    mic: o.Mic = False,
-    device: o.Device = None,
-    duration: o.Duration = None,
-    save_audio: o.SaveAudio = None,
-    speed: o.Speed = 1.0,
-    chunk_ms: o.ChunkMs = 100,
-    split_channels: o.SplitChannels = False,
-    speakers: o.Speakers = None,
-    json: o.Json = False,
-    raw: o.Raw = False,
-    outputs: o.Outputs = None,
-    format: o.Format = None,
-    quiet: o.Quiet = False,
-    no_color: o.NoColor = False,
-    debug: o.Debug = False,
-    timeout: o.Timeout = 30.0,
-    connect_timeout: o.ConnectTimeout = 10.0,
-    ca_file: o.CaFile = None,
-    insecure: o.Insecure = False,
-    heartbeat: o.Heartbeat = 30.0,
-    reconnect: o.Reconnect = 0,
-    concurrency: o.Concurrency = 0,
-    ramp: o.Ramp = 0.0,
-    repeat: o.Repeat = 1,
-    max_p95_latency: o.MaxP95Latency = None,
-    profile: o.Profile = None,
-    config: o.ConfigPath = None,
 ) -> None:
     """Stream to Navana Bodhi (streaming ASR for Indian languages; 8 kHz telephony models)."""
-    from streamcli.cli import common_from, guarded
-
-    common = common_from(locals())
+    from streamcli.cli import guarded
 
     def body() -> int:
         from streamcli.backends.bodhi import BodhiBackend, check_customer_id
@@ -347,12 +292,13 @@ def bodhi(
 
         return _run(common, "bodhi", make)
 
-    guarded(body, debug)
+    guarded(body, common.debug)
 
 
 # ---- vosk ---------------------------------------------------------------------------------------
+@o.streaming_command
 def vosk(
-    ctx: typer.Context,
+    common: o.Common,
     input: o.InputArg = None,
     url: Annotated[
         str, typer.Option(help="Vosk server WebSocket URL.", rich_help_panel=o.CONNECTION)
@@ -366,38 +312,9 @@ def vosk(
             max=48000,
         ),
     ] = 16000,
-    mic: o.Mic = False,
-    device: o.Device = None,
-    duration: o.Duration = None,
-    save_audio: o.SaveAudio = None,
-    speed: o.Speed = 1.0,
-    chunk_ms: o.ChunkMs = 100,
-    split_channels: o.SplitChannels = False,
-    speakers: o.Speakers = None,
-    json: o.Json = False,
-    raw: o.Raw = False,
-    outputs: o.Outputs = None,
-    format: o.Format = None,
-    quiet: o.Quiet = False,
-    no_color: o.NoColor = False,
-    debug: o.Debug = False,
-    timeout: o.Timeout = 30.0,
-    connect_timeout: o.ConnectTimeout = 10.0,
-    ca_file: o.CaFile = None,
-    insecure: o.Insecure = False,
-    heartbeat: o.Heartbeat = 30.0,
-    reconnect: o.Reconnect = 0,
-    concurrency: o.Concurrency = 0,
-    ramp: o.Ramp = 0.0,
-    repeat: o.Repeat = 1,
-    max_p95_latency: o.MaxP95Latency = None,
-    profile: o.Profile = None,
-    config: o.ConfigPath = None,
 ) -> None:
     """Stream to a Vosk server (alphacep/vosk-server, open source, offline)."""
-    from streamcli.cli import common_from, guarded
-
-    common = common_from(locals())
+    from streamcli.cli import guarded
 
     def body() -> int:
         from streamcli.backends.vosk import VoskBackend
@@ -410,7 +327,7 @@ def vosk(
             common, "vosk", lambda speaker: VoskBackend(s["url"], s["sample_rate"], speaker=speaker)
         )
 
-    guarded(body, debug)
+    guarded(body, common.debug)
 
 
 # ---- serve --------------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ Only typer is imported here: ``streamcli --help`` must stay fast.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -253,3 +256,86 @@ class Common:
     profile: str | None = None
     config: str | None = None
     given: frozenset[str] = frozenset()  # options the user typed (vs. left at their default)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], ctx: Any = None) -> Common:
+        """The shared options from a command's values; ``ctx`` tells which ones were typed."""
+        fields = cls.__dataclass_fields__
+        picked = {k: v for k, v in values.items() if k in fields and k != "given"}
+        picked["speakers"] = list(values.get("speakers") or [])
+        picked["outputs"] = list(values.get("outputs") or [])
+        if ctx is not None:
+            picked["given"] = frozenset(
+                name
+                for name in ctx.params
+                if getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+                not in ("DEFAULT", "DEFAULT_MAP")
+            )
+        return cls(**picked)
+
+
+# Every streaming command takes these (name, annotated type, default), in this order.
+SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("mic", Mic, False),
+    ("device", Device, None),
+    ("duration", Duration, None),
+    ("save_audio", SaveAudio, None),
+    ("speed", Speed, 1.0),
+    ("chunk_ms", ChunkMs, 100),
+    ("split_channels", SplitChannels, False),
+    ("speakers", Speakers, None),
+    ("json", Json, False),
+    ("raw", Raw, False),
+    ("outputs", Outputs, None),
+    ("format", Format, None),
+    ("quiet", Quiet, False),
+    ("no_color", NoColor, False),
+    ("debug", Debug, False),
+    ("timeout", Timeout, 30.0),
+    ("connect_timeout", ConnectTimeout, 10.0),
+    ("ca_file", CaFile, None),
+    ("insecure", Insecure, False),
+    ("heartbeat", Heartbeat, 30.0),
+    ("reconnect", Reconnect, 0),
+    ("concurrency", Concurrency, 0),
+    ("ramp", Ramp, 0.0),
+    ("repeat", Repeat, 1),
+    ("max_p95_latency", MaxP95Latency, None),
+    ("profile", Profile, None),
+    ("config", ConfigPath, None),
+)
+
+
+def streaming_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a backend command every shared option (after its own): it receives them as one
+    ``common: Common`` argument. Typer reads the combined ``__signature__``."""
+    own = inspect.signature(fn, eval_str=True)
+    params = [p for p in own.parameters.values() if p.name != "common"]
+    wants_ctx = any(p.name == "ctx" for p in params)
+    if not wants_ctx:
+        params.insert(
+            0,
+            inspect.Parameter(
+                "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+            ),
+        )
+    own_names = {p.name for p in params}  # a command may declare a shared option its own way
+    shared = [
+        inspect.Parameter(
+            name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation
+        )
+        for name, annotation, default in SHARED_OPTIONS
+        if name not in own_names
+    ]
+
+    @functools.wraps(fn)
+    def command(**values: Any) -> Any:
+        ctx = values["ctx"] if wants_ctx else values.pop("ctx")
+        shared_values = {
+            n: values[n] if n in own_names else values.pop(n) for n, _, _ in SHARED_OPTIONS
+        }
+        common = Common.from_values({**values, **shared_values}, ctx)  # INPUT is a Common field
+        return fn(common=common, **values)
+
+    command.__signature__ = own.replace(parameters=params + shared)  # type: ignore[attr-defined]
+    return command
