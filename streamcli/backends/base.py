@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from streamcli import events as ev
 
 Frame = str | bytes  # a WebSocket message: str = text frame, bytes = binary frame
+INTERNAL_ERROR_CLOSE = 1011  # WebSocket close code: the server's handler failed
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Backend:
         self._events: list[ev.Event] = []
         self.finished = False  # True once End or a fatal Error was emitted
         self._last_partial: str | None = None
+        # The last partial text since the last final: servers may never confirm it (melvin.md:
+        # "the last words of a stream may exist only in partials"), so it is reported at the end.
+        self._tail = ""
         self.audio_seconds_sent = 0.0
 
     # ---- what the session calls -------------------------------------------------------------
@@ -80,6 +84,7 @@ class Backend:
 
     def give_up(self, now: float) -> None:
         """The session stops waiting (timeout, Ctrl-C, lost connection): report what is pending."""
+        self._emit_tail()
 
     @property
     def ready_for_audio(self) -> bool:
@@ -120,6 +125,31 @@ class Backend:
             return
         self._emit(ev.End, reason=reason, extra=extra)
         self.finished = True
+
+    def _emit_tail(self) -> None:
+        """Report the unconfirmed tail (if any) as a final marked ``unconfirmed``."""
+        tail, self._tail = " ".join(self._tail.split()), ""
+        if tail:
+            self._emit(ev.Final, text=tail, unconfirmed=True)
+
+    def _closed_after_end(
+        self, code: int | None, reason: str, end_sent: bool, finish_reason: str
+    ) -> None:
+        """A close: before the end-of-stream it is a lost connection; after it, the normal end,
+        unless the server's handler crashed (1011)."""
+        if self.finished:
+            return
+        self._emit_tail()
+        detail = f"code {code}{', ' + reason if reason else ''}" if code else "no close code"
+        if not end_sent:
+            self._fail(
+                f"the server closed the connection before the end of the audio ({detail})",
+                ev.CONNECTION,
+            )
+        elif code == INTERNAL_ERROR_CLOSE:
+            self._fail(f"the server failed while finishing the session ({detail})", ev.SERVER)
+        else:
+            self._finish(finish_reason)
 
     def _parse_json_object(self, text: str) -> dict[str, Any] | None:
         """Parse a server JSON object; on garbage, emit a warning and return None."""

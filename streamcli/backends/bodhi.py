@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streamcli import events as ev
-from streamcli.backends.base import Backend, ConnectRequest, as_float
+from streamcli.backends.base import INTERNAL_ERROR_CLOSE, Backend, ConnectRequest, as_float
 from streamcli.exit import AuthError, ConnectError, ServerError, StreamcliError, UsageError
 
 DEFAULT_URL = "wss://bodhi.navana.ai"
@@ -32,7 +32,6 @@ KEEPALIVE_SECONDS = 0.1  # one 100 ms frame of silence, the recommended chunk le
 EOF_FRAME = '{"eof": 1}'
 # The server clamps endpoint_silence_duration to this range (bodhi.md).
 ENDPOINT_SILENCE_RANGE = (0.44, 1.2)
-INTERNAL_ERROR_CLOSE = 1011
 
 # What the vendor says each refusal means (bodhi.md, "Connection"); used for the handshake
 # status and for the same code in an error message.
@@ -159,7 +158,6 @@ class BodhiBackend(Backend):
         self._started = False
         self._eof_sent = False
         self._last_sent: float | None = None
-        self._tail = ""  # the last non-empty partial since the last complete
 
     # ---- connection ---------------------------------------------------------------------------
     def connect_request(self) -> ConnectRequest:
@@ -354,15 +352,6 @@ class BodhiBackend(Backend):
                 f"the server closed the connection before the end of the audio ({detail})",
                 ev.CONNECTION,
             )
-
-    def give_up(self, now: float) -> None:
-        """The session stops waiting (timeout, Ctrl-C): report what only reached a partial."""
-        self._emit_tail()
-
-    def _emit_tail(self) -> None:
-        tail, self._tail = self._tail, ""
-        if tail:
-            self._emit(ev.Final, text=tail, unconfirmed=True)
 
 
 def _words(items: Any, offset: float) -> tuple[tuple[ev.Word, ...], int]:

@@ -47,7 +47,6 @@ class MelvinBackend(Backend):
         self._first_audio_at: float | None = None
         self._eof_sent = False
         self._eof_due: float | None = None
-        self._tail = ""  # the last non-empty partial since the last final (raw text)
         self.export_id: str | None = None
 
     def connect_request(self) -> ConnectRequest:
@@ -151,12 +150,6 @@ class MelvinBackend(Backend):
             words=words,
         )
 
-    def _emit_tail(self) -> None:
-        tail = normalize_text(self._tail)
-        self._tail = ""
-        if tail:
-            self._emit(ev.Final, text=tail, unconfirmed=True)
-
     def receive_close(self, code: int | None, reason: str, now: float) -> None:
         if self.finished:
             return
@@ -172,10 +165,6 @@ class MelvinBackend(Backend):
                 f"the server closed the connection (code {code}) before the end of the audio",
                 ev.CONNECTION,
             )
-
-    def give_up(self, now: float) -> None:
-        """The session stops waiting (timeout, Ctrl-C): report what only reached a partial."""
-        self._emit_tail()
 
 
 def _words(result: Any) -> list[ev.Word]:

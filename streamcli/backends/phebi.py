@@ -28,7 +28,6 @@ EOF_FRAME = b"\x01"
 # The order of ``Emotions[].Scores`` (phebi.md).
 EMOTION_NAMES = ("strong", "calm", "anxious", "happy", "sad")
 # Close code of a server that failed while finishing: an error even after the end of the audio.
-INTERNAL_ERROR_CLOSE = 1011
 # Fields that older servers send and that carry nothing for us (phebi.md: ``ByteLength``).
 IGNORED_FIELDS = frozenset({"ByteLength"})
 
@@ -71,7 +70,6 @@ class PhebiBackend(Backend):
         self.role = speaker
         self.subscription_key = subscription_key
         self._eof_sent = False
-        self._tail = ""  # the last non-empty interim text since the last Transcription
 
     # ---- connection ---------------------------------------------------------------------------
     def connect_request(self) -> ConnectRequest:
@@ -238,29 +236,8 @@ class PhebiBackend(Backend):
 
     # ---- the end ------------------------------------------------------------------------------
     def receive_close(self, code: int | None, reason: str, now: float) -> None:
-        if self.finished:
-            return
-        self._emit_tail()
-        detail = f"code {code}{', ' + reason if reason else ''}" if code else "no close code"
-        if not self._eof_sent:
-            self._fail(
-                f"the server closed the connection before the end of the audio ({detail})",
-                ev.CONNECTION,
-            )
-        elif code == INTERNAL_ERROR_CLOSE:
-            self._fail(f"the server failed while finishing the session ({detail})", ev.SERVER)
-        else:
-            # After b"\x01" the server sends the last results and closes (phebi.md).
-            self._finish("closed")
-
-    def give_up(self, now: float) -> None:
-        """The session stops waiting (timeout, Ctrl-C): report what only reached an interim."""
-        self._emit_tail()
-
-    def _emit_tail(self) -> None:
-        tail, self._tail = self._tail, ""
-        if tail:
-            self._emit(ev.Final, text=tail, unconfirmed=True)
+        # After b"\x01" the server sends the last results and closes (phebi.md).
+        self._closed_after_end(code, reason, self._eof_sent, "closed")
 
 
 def _word(text: str, item: dict[str, Any]) -> tuple[ev.Word | None, bool]:

@@ -20,7 +20,6 @@ DEFAULT_SAMPLE_RATE = 16000
 # The server compares the text frame with this exact string (spaces included); any other
 # spelling, e.g. Bodhi's '{"eof": 1}', is fed to the recognizer as audio (bodhi.md, "Vosk").
 EOF_FRAME = '{"eof" : 1}'
-INTERNAL_ERROR_CLOSE = 1011  # the server's handler raised (e.g. while making the final result)
 
 
 class VoskBackend(Backend):
@@ -40,7 +39,6 @@ class VoskBackend(Backend):
         self.url = url
         self.sample_rate = sample_rate
         self._eof_sent = False
-        self._tail = ""  # the last non-empty partial since the last result
 
     def connect_request(self) -> ConnectRequest:
         return ConnectRequest(url=self.url)
@@ -110,29 +108,8 @@ class VoskBackend(Backend):
 
     # ---- the end ------------------------------------------------------------------------------
     def receive_close(self, code: int | None, reason: str, now: float) -> None:
-        if self.finished:
-            return
-        self._emit_tail()
-        detail = f"code {code}{', ' + reason if reason else ''}" if code else "no close code"
-        if not self._eof_sent:
-            self._fail(
-                f"the server closed the connection before the end of the audio ({detail})",
-                ev.CONNECTION,
-            )
-        elif code == INTERNAL_ERROR_CLOSE:
-            self._fail(f"the server failed while finishing the session ({detail})", ev.SERVER)
-        else:
-            # The server answers eof with the final result, then ends its handler (a close).
-            self._finish("eof")
-
-    def give_up(self, now: float) -> None:
-        """The session stops waiting (timeout, Ctrl-C): report what only reached a partial."""
-        self._emit_tail()
-
-    def _emit_tail(self) -> None:
-        tail, self._tail = self._tail, ""
-        if tail:
-            self._emit(ev.Final, text=tail, unconfirmed=True)
+        # The server answers eof with the final result, then ends its handler (a close).
+        self._closed_after_end(code, reason, self._eof_sent, "eof")
 
 
 def _words(items: Any) -> tuple[tuple[ev.Word, ...], int]:
