@@ -147,7 +147,9 @@ def melvin(
 
 
 # ---- serve --------------------------------------------------------------------------------------
-@serve_app.command("melvin")
+@serve_app.command(
+    "melvin", epilog="Example: streamcli serve melvin --api-key test --script talk.txt --seats 2"
+)
 def serve_melvin(
     port: Annotated[int, typer.Option(help="WebSocket port.", min=0, max=65535)] = 8394,
     rest_port: Annotated[int, typer.Option(help="REST export port.", min=0, max=65535)] = 8393,
@@ -212,7 +214,7 @@ def _serve(run: Callable[[], Any]) -> int:
 
 
 # ---- devices ------------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog="Example: streamcli devices --json | jq -r '.[].name'")
 def devices(json: o.Json = False) -> None:
     """List the audio input devices (for --mic --device)."""
 
@@ -241,7 +243,9 @@ def devices(json: o.Json = False) -> None:
 
 
 # ---- demo ---------------------------------------------------------------------------------------
-@app.command()
+@app.command(
+    epilog="Example: streamcli demo --speed 2 --json | jq -r 'select(.type==\"final\").text'"
+)
 def demo(
     speed: o.Speed = 1.0,
     json: o.Json = False,
@@ -267,7 +271,9 @@ def _register_more_commands() -> None:
 
     backends.register(app, serve_app)
     app.add_typer(veridas_app)
-    serve_app.command("veridas")(serve_veridas)
+    serve_app.command(
+        "veridas", epilog="Example: streamcli serve veridas --client-id cid --client-secret s3cret"
+    )(serve_veridas)
     config_cmd.register(app)
 
 

@@ -204,8 +204,9 @@ def register(
 
 
 @app.command(
-    epilog="The verification flow is not publicly documented: the namespace, the request key "
-    "and the credential field are options.",
+    epilog="Example: streamcli veridas verify voice2.wav --credential me.cred --audio-url "
+    "wss://consumer.example/twilio. The verification flow is not publicly documented: the "
+    "namespace, the request key and the credential field are options.",
 )
 def verify(
     input: o.InputArg = None,
