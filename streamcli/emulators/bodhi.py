@@ -44,14 +44,20 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from streamcli.emulators.common import ScriptedRecognizer, ScriptWord, split_sentences
+from streamcli.emulators.common import (
+    ConnectionRecord,
+    Frame,
+    ScriptedRecognizer,
+    ScriptWord,
+    WebSocketEmulator,
+)
 
 SERVE_HELP = (
     "Navana Bodhi emulator: ws://HOST:PORT/ with x-api-key/x-customer-id headers, one JSON "
@@ -98,51 +104,20 @@ Ending = Literal[
 ]
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One WebSocket message from the client: text keeps its data, binary only its length."""
-
-    kind: Literal["text", "binary"]
-    length: int
-    text: str | None = None
-
-
-@dataclass
-class BodhiConnection:
+@dataclass(kw_only=True)
+class BodhiConnection(ConnectionRecord):
     """What one client connection sent and how it went, for tests to assert on."""
 
-    path: str
-    raw_path: str
-    headers: Mapping[str, str]  # the request's, case-insensitive
-    status: int = 101  # HTTP status of the handshake
-    frames: list[Frame] = field(default_factory=list)
     config: dict[str, Any] | None = None  # the accepted config (keys with null values dropped)
-    audio: bytearray = field(default_factory=bytearray)  # the PCM, as received
-    sent: list[dict[str, Any]] = field(default_factory=list)  # server messages, in order
-    violations: list[str] = field(default_factory=list)
     eof: bool = False  # {"eof": 1} arrived
-    ended: Ending = ""  # "" while the connection is open
-    closed_by: Literal["", "client", "server"] = ""
-    close_code: int | None = None
-    finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
     def sample_rate(self) -> int | None:
         return self.config["sample_rate"] if self.config else None
 
     @property
-    def audio_bytes(self) -> int:
-        return len(self.audio)
-
-    @property
-    def pcm(self) -> np.ndarray:
-        """The received PCM as int16 samples (a trailing odd byte is dropped)."""
-        whole = len(self.audio) // 2 * 2
-        return np.frombuffer(bytes(self.audio[:whole]), dtype="<i2")
-
-    @property
-    def audio_seconds(self) -> float:
-        return len(self.audio) // 2 / self.sample_rate if self.sample_rate else 0.0
+    def audio_rate(self) -> int | None:
+        return self.sample_rate
 
 
 class BodhiError(Exception):
@@ -235,19 +210,6 @@ def valid_hotwords(hotwords: object) -> bool:
     )
 
 
-def flush_open_segment(recognizer: ScriptedRecognizer) -> list[ScriptWord]:
-    """Close the segment still being spoken at end of stream.
-
-    common.ScriptedRecognizer only closes a segment after a pause; the end of stream is a
-    pause it never sees, so the emulator closes it here.
-    """
-    if recognizer._voice_start is None:
-        return []
-    words = recognizer._close_segment()
-    recognizer.finals.append(words)
-    return words
-
-
 class _Stream:
     """The audio side of one configured connection: PCM in, partial/complete messages out."""
 
@@ -295,7 +257,7 @@ class _Stream:
 
     def end(self) -> list[dict[str, Any]]:
         """After {"eof": 1}: the segment still open, then the eos message."""
-        words = flush_open_segment(self.recognizer)
+        words = self.recognizer.flush()
         messages = [self._complete(words)] if words else []
         # The eos message is a complete of its own (empty, with a fresh segment_id), so that
         # "one complete per segment_id" holds; clients skip empty completes for display.
@@ -368,13 +330,13 @@ class _Stream:
         tokens = self.recognizer.current_partial()
         if not tokens:
             return self._message("partial", [], [], round(self.seconds, 3))
-        start, last = self.recognizer._voice_start or 0.0, self.recognizer._last_voice
+        start, last = self.recognizer.open_span() or (0.0, 0.0)
         step = (last - start) / len(tokens)
         timestamps = [round(i * step, 3) for i in range(len(tokens))]
         return self._message("partial", tokens, timestamps, round(start, 3))
 
 
-class BodhiEmulator:
+class BodhiEmulator(WebSocketEmulator):
     """A Bodhi streaming server on loopback; see the module docstring for the switches."""
 
     name = "bodhi"
@@ -396,8 +358,7 @@ class BodhiEmulator:
     ) -> None:
         if reject is not None and reject not in REJECTIONS:
             raise ValueError(f"reject must be one of {sorted(REJECTIONS)}, not {reject}")
-        self.host = host
-        self.port = port
+        super().__init__(host, port, script)
         self.api_key = api_key
         self.customer_id = customer_id
         self.models = frozenset(models) if models is not None else DEFAULT_MODELS
@@ -406,32 +367,11 @@ class BodhiEmulator:
         self.reject = reject
         self.error_after = error_after
         self.hex_segment_ids = hex_segment_ids
-        self.script = split_sentences(Path(script).read_text(encoding="utf-8")) if script else []
         self.connections: list[BodhiConnection] = []
-        self._runner: web.AppRunner | None = None
-        self._open: dict[web.WebSocketResponse, BodhiConnection] = {}
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
-
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._handle)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        for ws, record in list(self._open.items()):
-            record.ended, record.closed_by = "server stopped", "server"
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopped")
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     def _new_record(self, request: web.Request) -> BodhiConnection:
         record = BodhiConnection(

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
+from aiohttp import WSCloseCode, web
 
 FRAME_SECONDS = 0.02
 
@@ -107,6 +109,18 @@ class ScriptedRecognizer:
             for i, w in enumerate(words)
         ]
 
+    def flush(self) -> list[ScriptWord]:
+        """Close the segment still being spoken: the end of the stream is a pause never seen."""
+        if self._voice_start is None:
+            return []
+        words = self._close_segment()
+        self.finals.append(words)
+        return words
+
+    def open_span(self) -> tuple[float, float] | None:
+        """(start, last voiced time) of the segment still being spoken, if any."""
+        return None if self._voice_start is None else (self._voice_start, self._last_voice)
+
     def current_partial(self) -> list[str]:
         """Words of the segment still being spoken, growing about one per 0.3 s of it."""
         if self._voice_start is None:
@@ -116,6 +130,91 @@ class ScriptedRecognizer:
             sentence = self.script[self._next_sentence]
             return sentence[: max(1, min(len(sentence) - 1, int(seconds / 0.3)))]
         return [f"word{self._placeholder + i + 1}" for i in range(max(1, round(seconds / 0.4)))]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One WebSocket message from the client: text keeps its data, binary only its length."""
+
+    kind: Literal["text", "binary"]
+    length: int
+    text: str | None = None
+
+
+@dataclass(kw_only=True)
+class ConnectionRecord:
+    """What one client connection sent and how it went, for tests to assert on."""
+
+    path: str
+    raw_path: str
+    headers: Mapping[str, str]  # the request's, case-insensitive
+    status: int = 101  # HTTP status of the handshake
+    frames: list[Frame] = field(default_factory=list)
+    audio: bytearray = field(default_factory=bytearray)  # the PCM, as received
+    sent: list[dict[str, Any]] = field(default_factory=list)  # server messages, in order
+    violations: list[str] = field(default_factory=list)
+    eof: bool = False  # the client's end-of-stream arrived
+    ended: str = ""  # "" while the connection is open
+    closed_by: Literal["", "client", "server"] = ""
+    close_code: int | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def audio_rate(self) -> int | None:
+        """The sample rate of ``audio`` (None while unknown)."""
+        return None
+
+    @property
+    def audio_bytes(self) -> int:
+        return len(self.audio)
+
+    @property
+    def pcm(self) -> np.ndarray:
+        """The received PCM as int16 samples (a trailing odd byte is dropped)."""
+        whole = len(self.audio) // 2 * 2
+        return np.frombuffer(bytes(self.audio[:whole]), dtype="<i2")
+
+    @property
+    def audio_seconds(self) -> float:
+        rate = self.audio_rate
+        return len(self.audio) // 2 / rate if rate else 0.0
+
+
+class WebSocketEmulator:
+    """Listening, ``url`` and stopping, shared by the aiohttp emulators; each adds its routes."""
+
+    name = "emulator"
+
+    def __init__(self, host: str, port: int, script: str | Path | None) -> None:
+        self.host = host
+        self.port = port
+        self.script = split_sentences(Path(script).read_text(encoding="utf-8")) if script else []
+        self._runner: web.AppRunner | None = None
+        self._open: dict[web.WebSocketResponse, Any] = {}  # open sockets -> their records
+
+    def add_routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        self.add_routes(app)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        for ws, record in list(self._open.items()):
+            record.ended, record.closed_by = "server stopped", "server"
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopped")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
 
 class Emulator(Protocol):

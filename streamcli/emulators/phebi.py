@@ -30,10 +30,8 @@ sent, violations, and how it ended (``ended``: ``"eof"``, ``"client closed"``,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import struct
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,9 +41,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from streamcli.emulators.common import (
     FRAME_SECONDS,
+    ConnectionRecord,
+    Frame,
     ScriptedRecognizer,
     ScriptWord,
-    split_sentences,
+    WebSocketEmulator,
 )
 
 SERVE_HELP = (
@@ -76,50 +76,19 @@ Ending = Literal[
 ]
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One WebSocket message from the client: text keeps its data, binary only its length."""
-
-    kind: Literal["text", "binary"]
-    length: int
-    text: str | None = None
-
-
-@dataclass
-class PhebiConnection:
+@dataclass(kw_only=True)
+class PhebiConnection(ConnectionRecord):
     """What one client connection sent and how it went, for tests to assert on."""
 
-    path: str
-    raw_path: str
-    headers: Mapping[str, str]  # the request's, case-insensitive
     project: str = ""
     session: str = ""
     speaker: str = ""
-    status: int = 101  # HTTP status of the handshake (403 when rejected, 404 for other paths)
-    frames: list[Frame] = field(default_factory=list)
     wav_header: bytes = b""  # the first 44 binary bytes, as received
-    audio: bytearray = field(default_factory=bytearray)  # PCM after the header
-    sent: list[dict[str, Any]] = field(default_factory=list)  # server messages, in order
-    violations: list[str] = field(default_factory=list)
     eof: bool = False  # the 0x01 byte arrived
-    ended: Ending = ""  # "" while the connection is open
-    closed_by: Literal["", "client", "server"] = ""
-    close_code: int | None = None
-    finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
-    def audio_bytes(self) -> int:
-        return len(self.audio)
-
-    @property
-    def pcm(self) -> np.ndarray:
-        """The received PCM as int16 samples (a trailing odd byte is dropped)."""
-        whole = len(self.audio) // 2 * 2
-        return np.frombuffer(bytes(self.audio[:whole]), dtype="<i2")
-
-    @property
-    def audio_seconds(self) -> float:
-        return len(self.audio) // 2 / RATE
+    def audio_rate(self) -> int | None:
+        return RATE
 
 
 class ProtocolViolation(Exception):
@@ -158,19 +127,6 @@ def check_wav_header(header: bytes) -> None:
             "the first 44 bytes must be a RIFF/WAVE header for 16 kHz 16-bit mono PCM: "
             + "; ".join(wrong)
         )
-
-
-def flush_open_segment(recognizer: ScriptedRecognizer) -> list[ScriptWord]:
-    """Close the segment still being spoken at end of stream.
-
-    common.ScriptedRecognizer only closes a segment after a pause; the end of stream is a
-    pause it never sees, so the emulator closes it here.
-    """
-    if recognizer._voice_start is None:
-        return []
-    words = recognizer._close_segment()
-    recognizer.finals.append(words)
-    return words
 
 
 @dataclass
@@ -286,10 +242,10 @@ class _Stream:
             self.record.violations.append(
                 "odd number of PCM bytes: 16-bit samples need an even count (last byte dropped)"
             )
-        return {"Transcription": transcription(flush_open_segment(self.recognizer))}
+        return {"Transcription": transcription(self.recognizer.flush())}
 
 
-class PhebiEmulator:
+class PhebiEmulator(WebSocketEmulator):
     """A Phebi-Live server on loopback; see the module docstring for the switches."""
 
     name = "phebi"
@@ -306,39 +262,17 @@ class PhebiEmulator:
         error_at: float = 1.0,
         error_fatal: bool = True,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port, script)
         self.subscription_key = subscription_key
         self.fail_after = fail_after
         self.error_message = error_message
         self.error_at = error_at
         self.error_fatal = error_fatal
-        self.script = split_sentences(Path(script).read_text(encoding="utf-8")) if script else []
         self.connections: list[PhebiConnection] = []
-        self._runner: web.AppRunner | None = None
-        self._open: dict[web.WebSocketResponse, PhebiConnection] = {}
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
-
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get(ROUTE, self._handle)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        for ws, record in list(self._open.items()):
-            record.ended, record.closed_by = "server stopped", "server"
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopped")
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     def _new_record(self, request: web.Request) -> PhebiConnection:
         record = PhebiConnection(

@@ -30,9 +30,7 @@ configs, sample rate, PCM, messages sent, violations, and how it ended (``ended`
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +38,13 @@ from typing import Any, Literal
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from streamcli.emulators.common import ScriptedRecognizer, ScriptWord, split_sentences
+from streamcli.emulators.common import (
+    ConnectionRecord,
+    Frame,
+    ScriptedRecognizer,
+    ScriptWord,
+    WebSocketEmulator,
+)
 
 SERVE_HELP = (
     "Vosk server emulator (alphacep/vosk-server): ws://HOST:PORT/, optional "
@@ -61,49 +65,18 @@ Ending = Literal[
 ]
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One WebSocket message from the client: text keeps its data, binary only its length."""
-
-    kind: Literal["text", "binary"]
-    length: int
-    text: str | None = None
-
-
-@dataclass
-class VoskConnection:
+@dataclass(kw_only=True)
+class VoskConnection(ConnectionRecord):
     """What one client connection sent and how it went, for tests to assert on."""
 
-    path: str
-    raw_path: str
-    headers: Mapping[str, str]  # the request's, case-insensitive
     sample_rate: int  # the rate the recognizer used (or will use)
     words: bool
-    status: int = 101
-    frames: list[Frame] = field(default_factory=list)
     configs: list[dict[str, Any]] = field(default_factory=list)  # each "config" object received
-    audio: bytearray = field(default_factory=bytearray)  # the PCM, as received
-    sent: list[dict[str, Any]] = field(default_factory=list)  # server replies, in order
-    violations: list[str] = field(default_factory=list)
     eof: bool = False  # {"eof" : 1} arrived
-    ended: Ending = ""  # "" while the connection is open
-    closed_by: Literal["", "client", "server"] = ""
-    close_code: int | None = None
-    finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
-    def audio_bytes(self) -> int:
-        return len(self.audio)
-
-    @property
-    def pcm(self) -> np.ndarray:
-        """The received PCM as int16 samples (a trailing odd byte is dropped)."""
-        whole = len(self.audio) // 2 * 2
-        return np.frombuffer(bytes(self.audio[:whole]), dtype="<i2")
-
-    @property
-    def audio_seconds(self) -> float:
-        return len(self.audio) // 2 / self.sample_rate
+    def audio_rate(self) -> int | None:
+        return self.sample_rate
 
 
 class ServerCrash(Exception):
@@ -113,19 +86,6 @@ class ServerCrash(Exception):
 def vosk_json(message: dict[str, Any]) -> str:
     """JSON laid out the way vosk-api prints it: indented, with " : " between key and value."""
     return json.dumps(message, indent=2, separators=(",", " : "), ensure_ascii=False)
-
-
-def flush_open_segment(recognizer: ScriptedRecognizer) -> list[ScriptWord]:
-    """Close the segment still being spoken at end of stream.
-
-    common.ScriptedRecognizer only closes a segment after a pause; the end of stream is a
-    pause it never sees, so the emulator closes it here.
-    """
-    if recognizer._voice_start is None:
-        return []
-    words = recognizer._close_segment()
-    recognizer.finals.append(words)
-    return words
 
 
 def result(words: list[ScriptWord], show_words: bool) -> dict[str, Any]:
@@ -165,7 +125,7 @@ class _Stream:
         return {"partial": " ".join(self.recognizer.current_partial())}
 
     def end(self) -> dict[str, Any]:
-        return result(flush_open_segment(self.recognizer), self.record.words)
+        return result(self.recognizer.flush(), self.record.words)
 
 
 def apply_config(record: VoskConnection, text: str, started: bool) -> None:
@@ -205,7 +165,7 @@ def unexpected_text(text: str) -> str:
     )
 
 
-class VoskEmulator:
+class VoskEmulator(WebSocketEmulator):
     """A vosk-server on loopback; see the module docstring for the switches."""
 
     name = "vosk"
@@ -220,36 +180,14 @@ class VoskEmulator:
         words: bool = True,
         reply_to_config: bool = False,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port, script)
         self.sample_rate = sample_rate
         self.words = words
         self.reply_to_config = reply_to_config
-        self.script = split_sentences(Path(script).read_text(encoding="utf-8")) if script else []
         self.connections: list[VoskConnection] = []
-        self._runner: web.AppRunner | None = None
-        self._open: dict[web.WebSocketResponse, VoskConnection] = {}
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
-
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/{tail:.*}", self._handle)  # vosk-server ignores the path
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        for ws, record in list(self._open.items()):
-            record.ended, record.closed_by = "server stopped", "server"
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopped")
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         record = VoskConnection(
