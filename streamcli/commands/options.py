@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -306,27 +306,55 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
 )
 
 
-def streaming_command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a backend command every shared option (after its own): it receives them as one
-    ``common: Common`` argument. Typer reads the combined ``__signature__``."""
+def _signature_with(
+    fn: Callable[..., Any], shared: Sequence[tuple[str, Any, Any]]
+) -> tuple[inspect.Signature, list[inspect.Parameter], set[str]]:
+    """``fn``'s own parameters (not ``common`` or ``**kwargs``), then the ``shared`` options it
+    does not declare itself (a command may declare a shared option its own way)."""
     own = inspect.signature(fn, eval_str=True)
-    params = [p for p in own.parameters.values() if p.name != "common"]
-    wants_ctx = any(p.name == "ctx" for p in params)
-    if not wants_ctx:
-        params.insert(
-            0,
-            inspect.Parameter(
-                "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
-            ),
-        )
-    own_names = {p.name for p in params}  # a command may declare a shared option its own way
-    shared = [
+    params = [
+        p
+        for p in own.parameters.values()
+        if p.name != "common" and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    names = {p.name for p in params}
+    extra = [
         inspect.Parameter(
             name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation
         )
-        for name, annotation, default in SHARED_OPTIONS
-        if name not in own_names
+        for name, annotation, default in shared
+        if name not in names
     ]
+    return own, params + extra, names
+
+
+def with_options(shared: Sequence[tuple[str, Any, Any]]) -> Callable[..., Any]:
+    """Add ``shared`` options (name, annotated type, default) to a command after its own; the
+    command receives them as keyword arguments (``**options``)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        own, params, _ = _signature_with(fn, shared)
+
+        @functools.wraps(fn)
+        def command(**values: Any) -> Any:
+            return fn(**values)
+
+        command.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+def streaming_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a backend command every shared option (after its own): it receives them as one
+    ``common: Common`` argument. Typer reads the combined ``__signature__``."""
+    own, params, own_names = _signature_with(fn, SHARED_OPTIONS)
+    wants_ctx = "ctx" in own_names
+    if not wants_ctx:
+        ctx = inspect.Parameter(
+            "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+        )
+        params.insert(0, ctx)
 
     @functools.wraps(fn)
     def command(**values: Any) -> Any:
@@ -337,5 +365,5 @@ def streaming_command(fn: Callable[..., Any]) -> Callable[..., Any]:
         common = Common.from_values({**values, **shared_values}, ctx)  # INPUT is a Common field
         return fn(common=common, **values)
 
-    command.__signature__ = own.replace(parameters=params + shared)  # type: ignore[attr-defined]
+    command.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
     return command

@@ -148,11 +148,45 @@ AudiohookOrg = Annotated[
 ]
 
 
+# Options both register and verify take (name, annotated type, default), after their own.
+VERIDAS_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("url", Url, DEFAULT_URL),
+    ("token_url", TokenUrl, None),
+    ("socketio_path", SocketioPath, "socket.io"),
+    ("audio_url", AudioUrl, None),
+    ("audio_protocol", Protocol, AudioProtocol.twilio),
+    ("threshold", Threshold, 0.8),
+    ("goal_duration", GoalDuration, 5.0),
+    ("model_hash", ModelHash, None),
+    ("call_id", CallId, None),
+    ("client_id", ClientId, None),
+    ("client_secret", ClientSecret, None),
+    ("token", ReadyToken, None),
+    ("audiohook_api_key", AudiohookApiKey, None),
+    ("audiohook_secret", AudiohookSecret, None),
+    ("audiohook_org_id", AudiohookOrg, None),
+    ("mic", o.Mic, False),
+    ("device", o.Device, None),
+    ("speed", o.Speed, 1.0),
+    ("chunk_ms", o.ChunkMs, 100),
+    ("json", o.Json, False),
+    ("raw", o.Raw, False),
+    ("quiet", o.Quiet, False),
+    ("no_color", o.NoColor, False),
+    ("debug", o.Debug, False),
+    ("timeout", o.Timeout, 30.0),
+    ("connect_timeout", o.ConnectTimeout, 10.0),
+    ("ca_file", o.CaFile, None),
+    ("insecure", o.Insecure, False),
+)
+
+
 @app.command(
     epilog="Example: VERIDAS_CLIENT_ID=... VERIDAS_CLIENT_SECRET=... streamcli veridas register "
     "voice.wav --audio-url wss://consumer.example/twilio --model-hash HASH --credential-out "
     "me.cred",
 )
+@o.with_options(VERIDAS_OPTIONS)
 def register(
     input: o.InputArg = None,
     credential_out: Annotated[
@@ -164,43 +198,16 @@ def register(
             show_default=False,
         ),
     ] = None,
-    url: Url = DEFAULT_URL,
-    token_url: TokenUrl = None,
     namespace: Annotated[
         str, typer.Option(help="Socket.IO namespace.", rich_help_panel=o.CONNECTION)
     ] = REGISTER_NAMESPACE,
-    socketio_path: SocketioPath = "socket.io",
-    audio_url: AudioUrl = None,
-    audio_protocol: Protocol = AudioProtocol.twilio,
-    threshold: Threshold = 0.8,
-    goal_duration: GoalDuration = 5.0,
-    model_hash: ModelHash = None,
-    call_id: CallId = None,
-    client_id: ClientId = None,
-    client_secret: ClientSecret = None,
-    token: ReadyToken = None,
-    audiohook_api_key: AudiohookApiKey = None,
-    audiohook_secret: AudiohookSecret = None,
-    audiohook_org_id: AudiohookOrg = None,
-    mic: o.Mic = False,
-    device: o.Device = None,
-    speed: o.Speed = 1.0,
-    chunk_ms: o.ChunkMs = 100,
-    json: o.Json = False,
-    raw: o.Raw = False,
-    quiet: o.Quiet = False,
-    no_color: o.NoColor = False,
-    debug: o.Debug = False,
-    timeout: o.Timeout = 30.0,
-    connect_timeout: o.ConnectTimeout = 10.0,
-    ca_file: o.CaFile = None,
-    insecure: o.Insecure = False,
+    **options: Any,
 ) -> None:
     """Register a voice with das-Peak: stream it, get the credential (the voiceprint)."""
-    values = dict(locals())
     from streamcli.cli import guarded
 
-    guarded(lambda: run_command("register", values), debug)
+    values = {"input": input, "credential_out": credential_out, "namespace": namespace, **options}
+    guarded(lambda: run_command("register", values), options["debug"])
 
 
 @app.command(
@@ -208,6 +215,7 @@ def register(
     "wss://consumer.example/twilio. The verification flow is not publicly documented: the "
     "namespace, the request key and the credential field are options.",
 )
+@o.with_options(VERIDAS_OPTIONS)
 def verify(
     input: o.InputArg = None,
     credential: Annotated[
@@ -218,8 +226,6 @@ def verify(
             show_default=False,
         ),
     ] = None,
-    url: Url = DEFAULT_URL,
-    token_url: TokenUrl = None,
     namespace: Annotated[
         str, typer.Option(help="Socket.IO namespace.", rich_help_panel=o.CONNECTION)
     ] = VERIFY_NAMESPACE,
@@ -232,38 +238,20 @@ def verify(
             help="Field of the request that carries the credential.", rich_help_panel=VERIDAS
         ),
     ] = "credential",
-    socketio_path: SocketioPath = "socket.io",
-    audio_url: AudioUrl = None,
-    audio_protocol: Protocol = AudioProtocol.twilio,
-    threshold: Threshold = 0.8,
-    goal_duration: GoalDuration = 5.0,
-    model_hash: ModelHash = None,
-    call_id: CallId = None,
-    client_id: ClientId = None,
-    client_secret: ClientSecret = None,
-    token: ReadyToken = None,
-    audiohook_api_key: AudiohookApiKey = None,
-    audiohook_secret: AudiohookSecret = None,
-    audiohook_org_id: AudiohookOrg = None,
-    mic: o.Mic = False,
-    device: o.Device = None,
-    speed: o.Speed = 1.0,
-    chunk_ms: o.ChunkMs = 100,
-    json: o.Json = False,
-    raw: o.Raw = False,
-    quiet: o.Quiet = False,
-    no_color: o.NoColor = False,
-    debug: o.Debug = False,
-    timeout: o.Timeout = 30.0,
-    connect_timeout: o.ConnectTimeout = 10.0,
-    ca_file: o.CaFile = None,
-    insecure: o.Insecure = False,
+    **options: Any,
 ) -> None:
     """Verify a voice against a stored credential; exit 0 only when das-Peak accepts."""
-    values = dict(locals())
     from streamcli.cli import guarded
 
-    guarded(lambda: run_command("verify", values), debug)
+    values = {
+        "input": input,
+        "credential": credential,
+        "namespace": namespace,
+        "request_key": request_key,
+        "credential_field": credential_field,
+        **options,
+    }
+    guarded(lambda: run_command("verify", values), options["debug"])
 
 
 # ---- the runner ----------------------------------------------------------------------------------
