@@ -194,12 +194,12 @@ def serve_melvin(
             fault=fault,
             fault_after=fault_after,
         )
-        return _serve(lambda: serve_forever(emu, [NO_RECOGNIZER]))
+        return run_server(lambda: serve_forever(emu, [NO_RECOGNIZER]))
 
     guarded(body)
 
 
-def _serve(run: Callable[[], Any]) -> int:
+def run_server(run: Callable[[], Any]) -> int:
     import asyncio
 
     from streamcli.exit import ConnectError

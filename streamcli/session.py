@@ -371,7 +371,7 @@ class Stream:
         exc = attempt.exception()
         if isinstance(exc, StreamcliError):
             self.backend.finished = True
-            kind = _kind_for_status(exc.status)
+            kind = kind_for_status(exc.status)
             return self._error(exc.message, kind), not isinstance(exc, PermanentConnectError)
         if exc is not None:
             raise exc
@@ -751,16 +751,13 @@ async def feed(
     await deliver(pending)
 
 
-def _kind_for_status(status: ExitStatus) -> str:
+def kind_for_status(status: ExitStatus) -> str:
     return {
         ExitStatus.AUTH: ev.AUTH,
         ExitStatus.CONNECTION: ev.CONNECTION,
         ExitStatus.TIMEOUT: ev.TIMEOUT,
         ExitStatus.USAGE: ev.USAGE,
     }.get(status, ev.SERVER)
-
-
-_public_url = public_url  # the older name, still imported by other sessions
 
 
 def _raw_event(backend: Backend, data: str | bytes) -> ev.Raw:

@@ -60,9 +60,9 @@ from streamcli.session import (
     SessionOptions,
     Stream,
     Tracer,
-    _kind_for_status,
-    _public_url,
     feed,
+    kind_for_status,
+    public_url,
 )
 from streamcli.transport.socketio import SignallingConnection
 
@@ -409,7 +409,7 @@ class VeridasSession:
         token = await fetch_token(c, self.options)
         if self.trace:
             self.trace.secrets = (*self.trace.secrets, token.access_token)
-            self.trace(BACKEND, "→", None, f"connect {_public_url(c.url)} namespace {c.namespace}")
+            self.trace(BACKEND, "→", None, f"connect {public_url(c.url)} namespace {c.namespace}")
         self.conn = await SignallingConnection.open(
             c.url,
             namespace=c.namespace,
@@ -423,7 +423,7 @@ class VeridasSession:
             ev.SessionStarted(
                 backend=BACKEND,
                 info={
-                    "url": _public_url(c.url),
+                    "url": public_url(c.url),
                     "namespace": c.namespace,
                     "call_id": c.request.call_id,
                     "audio_protocol": c.request.audio_protocol,
@@ -484,7 +484,7 @@ class VeridasSession:
         try:
             await self._main()
         except StreamcliError as e:
-            self._error(e.message, _kind_for_status(e.status))
+            self._error(e.message, kind_for_status(e.status))
         finally:
             await self._close_audio()
             await self._close()

@@ -336,11 +336,11 @@ Script = Annotated[str | None, typer.Option(help="Transcript whose sentences bec
 
 
 def _serve_emulator(make: Callable[[], Any], banner: list[str]) -> int:
-    from streamcli.cli import _serve
+    from streamcli.cli import run_server
     from streamcli.emulators.common import NO_RECOGNIZER, serve_forever
 
     emulator = make()
-    return _serve(lambda: serve_forever(emulator, [NO_RECOGNIZER, *banner]))
+    return run_server(lambda: serve_forever(emulator, [NO_RECOGNIZER, *banner]))
 
 
 def serve_phebi(

@@ -520,7 +520,7 @@ def serve_command(
     """Veridas das-Peak emulator: token endpoint, Socket.IO, twilio and audiohook consumers."""
 
     def body() -> int:
-        from streamcli.cli import _serve
+        from streamcli.cli import run_server
         from streamcli.emulators.veridas import VeridasEmulator
 
         emu = VeridasEmulator(
@@ -536,7 +536,7 @@ def serve_command(
             goal_scale=goal_scale,
             consumer_delay=consumer_delay,
         )
-        return _serve(lambda: serve_emulator(emu))
+        return run_server(lambda: serve_emulator(emu))
 
     from streamcli.cli import guarded
 
