@@ -7,10 +7,9 @@ codes and one clear stderr line (the model: httpie's ``main()``/``program()`` sp
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -30,8 +29,6 @@ serve_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(serve_app)
-
-T = TypeVar("T")
 
 
 def guarded(fn: Callable[[], int | None], debug: bool = False) -> None:
@@ -61,11 +58,6 @@ def guarded(fn: Callable[[], int | None], debug: bool = False) -> None:
 def common_from(values: dict[str, Any]) -> o.Common:
     """The shared options from a command's ``locals()`` (with ``ctx``: which ones were typed)."""
     return o.Common.from_values(values, values.get("ctx"))
-
-
-def secret(option: str | None, env: str) -> str | None:
-    """A credential from its option or its environment variable (option wins)."""
-    return option if option is not None else os.environ.get(env) or None
 
 
 def _version(value: bool) -> None:

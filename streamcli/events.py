@@ -155,11 +155,3 @@ class Raw(Event):
     type: ClassVar[str] = "raw"
     message: str | None = None
     binary_length: int | None = None
-
-
-def fatal_error(events: list[Event]) -> Error | None:
-    """The first error among ``events``, if any."""
-    for e in events:
-        if isinstance(e, Error):
-            return e
-    return None

@@ -49,10 +49,6 @@ class ServerError(StreamcliError):
     status = ExitStatus.SERVER
 
 
-class TimeoutExpired(StreamcliError):
-    status = ExitStatus.TIMEOUT
-
-
 _KIND_TO_STATUS = {
     ev.AUTH: ExitStatus.AUTH,
     ev.CONNECTION: ExitStatus.CONNECTION,
@@ -65,7 +61,3 @@ _KIND_TO_STATUS = {
 
 def status_for_error_kind(kind: str) -> ExitStatus:
     return _KIND_TO_STATUS.get(kind, ExitStatus.SERVER)
-
-
-def error_from_event(error: ev.Error) -> StreamcliError:
-    return StreamcliError(error.message, status_for_error_kind(error.kind))

@@ -109,7 +109,6 @@ class BodhiConnection(ConnectionRecord):
     """What one client connection sent and how it went, for tests to assert on."""
 
     config: dict[str, Any] | None = None  # the accepted config (keys with null values dropped)
-    eof: bool = False  # {"eof": 1} arrived
 
     @property
     def sample_rate(self) -> int | None:

@@ -31,13 +31,6 @@ class ScriptWord:
     conf: float
 
 
-@dataclass
-class Segment:
-    start: float
-    end: float
-    sentence: list[str]
-
-
 def split_sentences(text: str) -> list[list[str]]:
     sentences = [s.split() for s in re.split(r"(?<=[.!?])\s+|\n+", text.strip())]
     return [s for s in sentences if s]

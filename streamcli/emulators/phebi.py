@@ -84,7 +84,6 @@ class PhebiConnection(ConnectionRecord):
     session: str = ""
     speaker: str = ""
     wav_header: bytes = b""  # the first 44 binary bytes, as received
-    eof: bool = False  # the 0x01 byte arrived
 
     @property
     def audio_rate(self) -> int | None:

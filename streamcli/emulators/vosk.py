@@ -72,7 +72,6 @@ class VoskConnection(ConnectionRecord):
     sample_rate: int  # the rate the recognizer used (or will use)
     words: bool
     configs: list[dict[str, Any]] = field(default_factory=list)  # each "config" object received
-    eof: bool = False  # {"eof" : 1} arrived
 
     @property
     def audio_rate(self) -> int | None:

@@ -103,10 +103,6 @@ def plaintext_credentials_warning(request: ConnectRequest) -> str | None:
     )
 
 
-def describe_status(status: int) -> str:
-    return f"HTTP {status}"
-
-
 def handshake_error(status: int, message: str) -> StreamcliError:
     """Default meaning of an HTTP status at the WebSocket handshake."""
     text = f"the server refused the connection: HTTP {status}{' ' + message if message else ''}"
