@@ -58,13 +58,44 @@ def test_melvin_refuses_odd_length_frames():
         raise AssertionError("an odd frame must never reach the wire")
 
 
-def test_melvin_sends_eof_at_once_when_paced_in_real_time():
-    b = started()
+def real_time_stream(b: MelvinBackend) -> None:
     b.frames_to_send()
     for i in range(10):
         b.send_audio(b"\0\0" * 1600, i * 0.1)
+    b.frames_to_send()
+
+
+def test_melvin_holds_eof_until_the_partial_that_ends_the_last_transcription():
+    # Real server, src/websocket/stream.py echo(): eof while a transcription task is in flight
+    # crashes the handler and loses the export id; a task's last act is sending its partial.
+    b = started()
+    real_time_stream(b)
     b.end_audio(1.0)
-    assert b.frames_to_send()[-1] == "eof"
+    assert b.frames_to_send() == []
+    assert b.next_deadline() == 3.0
+    b.receive_text(json.dumps({"partial": " a"}, indent=2), 1.1)
+    assert b.frames_to_send() == ["eof"]
+    assert b.next_deadline() is None
+
+
+def test_melvin_sends_eof_after_the_grace_when_no_transcription_is_running():
+    b = started()
+    real_time_stream(b)
+    b.end_audio(1.0)
+    b.tick(2.9)
+    assert b.frames_to_send() == []
+    b.tick(3.0)
+    assert b.frames_to_send() == ["eof"]
+
+
+def test_melvin_a_final_or_a_seat_reminder_does_not_release_eof():
+    # Finals come from the receive loop, not from a transcription task: they prove nothing.
+    b = started()
+    real_time_stream(b)
+    b.end_audio(1.0)
+    b.receive_text(json.dumps(FINAL, indent=2), 1.1)
+    b.receive_text("No transcription workers available. Retrying in 10 seconds", 1.2)
+    assert b.frames_to_send() == []
 
 
 def test_melvin_delays_eof_after_fast_audio_to_avoid_the_server_race():
@@ -75,25 +106,32 @@ def test_melvin_delays_eof_after_fast_audio_to_avoid_the_server_race():
     b.frames_to_send()
     b.end_audio(0.01)
     assert b.frames_to_send() == []
-    assert b.next_deadline() == 1.01
+    assert b.next_deadline() == 3.01
     b.tick(0.5)
     assert b.frames_to_send() == []
-    b.tick(1.01)
+    b.tick(3.01)
     assert b.frames_to_send() == ["eof"]
     assert b.next_deadline() is None
 
 
-def test_melvin_keeps_the_eof_grace_even_when_a_server_frame_arrives():
+def test_melvin_after_fast_audio_only_a_partial_after_the_catch_up_time_counts():
     b = started()
     b.frames_to_send()
     for _ in range(50):
         b.send_audio(b"\0\0" * 1600, 0.0)
     b.end_audio(0.0)
     b.frames_to_send()
-    b.receive_text(json.dumps({"partial": " a"}, indent=2), 0.2)
+    b.receive_text(json.dumps({"partial": " a"}, indent=2), 0.2)  # the server is still behind
     b.receive_text("No transcription workers available. Retrying in 10 seconds", 0.3)
     assert b.frames_to_send() == []
-    b.tick(1.0)
+    b.receive_text(json.dumps({"partial": " a b"}, indent=2), 1.2)
+    assert b.frames_to_send() == ["eof"]
+
+
+def test_melvin_without_audio_sends_eof_at_once():
+    b = started()
+    b.frames_to_send()
+    b.end_audio(0.5)
     assert b.frames_to_send() == ["eof"]
 
 
@@ -222,3 +260,70 @@ def test_an_unchanged_partial_is_reported_once():
     b.receive_text(json.dumps(FINAL), 2.0)
     b.receive_text('{"partial": " Das ist"}', 3.0)
     assert [type(e).__name__ for e in b.events_received()] == ["Partial", "Final", "Partial"]
+
+
+def final_of(*words: tuple[str, float, float]) -> str:
+    result = [{"conf": 0.9, "start": s, "end": e, "word": w} for w, s, e in words]
+    return json.dumps({"result": result, "text": " ".join(w for w, _, _ in words)}, indent=2)
+
+
+def finals(b: MelvinBackend) -> list[tuple[str, list[tuple[str, float, float]]]]:
+    return [
+        (e.text, [(w.word, w.start, w.end) for w in e.words])
+        for e in b.events_received()
+        if isinstance(e, ev.Final)
+    ]
+
+
+def test_melvin_drops_a_word_that_the_next_final_re_sends_with_the_same_start():
+    # Real server: a word cut at the window edge is confirmed twice (12.0-12.3, then 12.0-12.4).
+    b = started()
+    b.receive_text(final_of(("w", 11.5, 11.9), ("cut", 12.0, 12.3)), 1.0)
+    b.receive_text(final_of(("cut", 12.0, 12.4), ("next", 12.5, 12.8)), 2.0)
+    assert finals(b) == [
+        ("w cut", [("w", 11.5, 11.9), ("cut", 12.0, 12.3)]),
+        ("next", [("next", 12.5, 12.8)]),
+    ]
+
+
+def test_melvin_a_final_that_only_repeats_the_cut_word_is_not_reported():
+    b = started()
+    b.receive_text(final_of(("cut", 12.0, 12.3)), 1.0)
+    b.receive_text(final_of(("cut", 12.0, 12.4)), 2.0)
+    assert [text for text, _ in finals(b)] == ["cut"]
+
+
+def test_melvin_keeps_a_real_repetition_with_another_start():
+    b = started()
+    b.receive_text(final_of(("no", 1.0, 1.2)), 1.0)
+    b.receive_text(final_of(("no", 1.3, 1.5)), 2.0)
+    assert [text for text, _ in finals(b)] == ["no", "no"]
+
+
+def test_melvin_tail_keeps_the_words_of_the_last_partial_that_no_final_confirmed():
+    # The last partial lists every word after the previous final; a final that confirms its
+    # first words leaves the others unconfirmed, and they must still reach the transcript.
+    b = started()
+    b.receive_text(json.dumps({"partial": " a b c d"}, indent=2), 1.0)
+    b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4)), 1.1)
+    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
+    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
+    assert [(e.text, e.unconfirmed) for e in out] == [("a b", None), ("c d", True)]
+
+
+def test_melvin_tail_drops_the_cut_word_the_partials_repeat():
+    b = started()
+    b.receive_text(final_of(("a", 0.1, 0.2), ("cut", 0.3, 0.4)), 1.0)
+    b.receive_text(json.dumps({"partial": " cut next"}, indent=2), 1.1)
+    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
+    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
+    assert [(e.text, e.unconfirmed) for e in out] == [("a cut", None), ("next", True)]
+
+
+def test_melvin_pre_auth_server_answer_to_the_auth_frame_hints_no_auth():
+    b = started()
+    b.receive_text("control message unknown", 0.1)
+    (warning,) = b.events_received()
+    assert isinstance(warning, ev.Warning)
+    assert "--no-auth" in warning.message and "v1.1.0-dev.2" in warning.message
+    assert b.pre_auth_hint_given
