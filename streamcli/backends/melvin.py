@@ -34,7 +34,7 @@ EOF_GRACE_SECONDS = 2.0
 # once this long has passed after the last audio.
 EOF_CATCH_UP_SECONDS = 1.0
 # Consecutive finals can repeat a word cut at the window edge with the same start (melvin.md):
-# a word with the same text that starts within this many seconds of the last final word is that word.
+# the same text starting within this many seconds of the last final word is that word.
 REPEATED_WORD_START_TOLERANCE = 0.005
 
 
