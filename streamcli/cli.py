@@ -164,8 +164,16 @@ def serve_melvin(
     fault_after: Annotated[
         float, typer.Option(help="Audio seconds before drop/reset faults.")
     ] = 1.0,
+    quirks: Annotated[
+        bool,
+        typer.Option(
+            "--quirks/--no-quirks",
+            help="The real server's bugs: eof during a transcription loses the export id; "
+            "a word cut at the window edge is sent twice.",
+        ),
+    ] = True,
 ) -> None:
-    """Melvin-ASR emulator: WebSocket + REST export, faithful to the protocol page."""
+    """Melvin-ASR emulator: WebSocket + REST export, faithful to the real server (v1.1.0-dev.2)."""
 
     def body() -> int:
 
@@ -185,6 +193,7 @@ def serve_melvin(
             reminder_interval=reminder_interval,
             fault=fault,
             fault_after=fault_after,
+            quirks=quirks,
         )
         return run_server(lambda: serve_forever(emu, [NO_RECOGNIZER]))
 

@@ -11,8 +11,12 @@ Switches (constructor keywords, also ``streamcli serve melvin`` options):
 - ``script``: transcript file whose sentences are spread over the voiced audio.
 - ``fault``: ``close-without-id`` (crash at eof), ``silent-after-eof`` (never answer eof),
   ``drop-after`` (close 1011 after ``fault_after`` seconds of audio), ``reset-after`` (abort the
-  TCP connection after ``fault_after`` seconds of audio). The real eof race is always emulated:
-  eof right after audio sent much faster than real time closes 1000 without an id.
+  TCP connection after ``fault_after`` seconds of audio).
+- ``quirks`` (default on; ``serve melvin --no-quirks`` turns them off), the real server's bugs
+  (v1.1.0-dev.2, ``src/websocket/stream.py``): eof while a transcription pass is in flight (a
+  pass takes ``transcribe_seconds``) closes 1000 without an export id; and every other final ends
+  with a word cut at the window edge (shorter end) that the next final and partial send again
+  with the same start and the full end. Off: eof waits for the pass, no word is repeated.
   Not faults of the real server, but of networks and broken servers, for the client's tests
   (each after ``fault_after`` seconds of audio): ``close-after`` (close 1000), ``freeze-after``
   (stop reading and answering, pings included: a dead peer; the socket stays open),
@@ -84,6 +88,7 @@ class MelvinConnection:
     eof_received: bool = False
     export_id: str | None = None
     ended: str = ""
+    repeated_words: int = 0  # finals that re-sent a cut word (quirk)
 
     @property
     def audio_seconds(self) -> float:
@@ -113,12 +118,15 @@ class MelvinEmulator:
         refuse_first: int = 0,
         refuse_status: int = 503,
         ssl_context: ssl.SSLContext | None = None,
+        quirks: bool = True,
+        transcribe_seconds: float = 0.05,
     ) -> None:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
         self.fault_count = fault_count
         self.huge_size = huge_size
         self.ssl_context = ssl_context
+        self.quirks, self.transcribe_seconds = quirks, transcribe_seconds
         self.faults_done = 0
         self.refuse_first, self.refuse_status = refuse_first, refuse_status
         self.handshakes = 0
@@ -263,13 +271,10 @@ class MelvinEmulator:
     async def _transcribe(
         self, ws: web.WebSocketResponse, conn: MelvinConnection, queue: asyncio.Queue
     ) -> None:
-        recognizer = ScriptedRecognizer.from_file(self.script, RATE)
-        finals: list[dict] = []
+        passes = _Passes(ScriptedRecognizer.from_file(self.script, RATE))
         next_pass = 1.0
-        first_audio: float | None = None
-        last_audio = 0.0
         while True:
-            kind, data, at = await queue.get()
+            kind, data, _ = await queue.get()
             if kind == "closed":
                 conn.ended = conn.ended or "client closed without eof"
                 return
@@ -281,7 +286,7 @@ class MelvinEmulator:
                         while (await queue.get())[0] != "closed":
                             pass  # never answer; wait for the client to give up
                         return
-                    await self._eof(ws, conn, finals, first_audio, last_audio, at)
+                    await self._eof(ws, conn, passes)
                     return
                 await ws.send_str(UNKNOWN)
                 continue
@@ -290,15 +295,15 @@ class MelvinEmulator:
                 conn.ended = "odd-length frame"
                 await ws.close(code=1000)
                 return
-            first_audio = first_audio if first_audio is not None else at
-            last_audio = at
             conn.audio += data
-            recognizer.feed(np.frombuffer(data, "<i2"))
+            passes.recognizer.feed(np.frombuffer(data, "<i2"))
             if await self._fault_mid_stream(ws, conn, queue):
                 return
-            if conn.audio_seconds >= next_pass:
+            # Like the real server: a pass starts on received audio, one at a time, and runs
+            # while further frames are read (the eof race needs exactly that).
+            if conn.audio_seconds >= next_pass and not passes.in_flight():
                 next_pass = conn.audio_seconds + 1.0
-                await self._transcription_pass(ws, recognizer, finals)
+                passes.task = asyncio.ensure_future(self._transcription_pass(ws, conn, passes))
 
     async def _fault_mid_stream(
         self, ws: web.WebSocketResponse, conn: MelvinConnection, queue: asyncio.Queue
@@ -347,34 +352,59 @@ class MelvinEmulator:
             transport.abort()
 
     async def _transcription_pass(
-        self, ws: web.WebSocketResponse, recognizer: ScriptedRecognizer, finals: list[dict]
+        self, ws: web.WebSocketResponse, conn: MelvinConnection, passes: _Passes
     ) -> None:
-        while len(finals) < len(recognizer.finals):
-            final = _final_message(recognizer.finals[len(finals)])
-            finals.append(final)
-            await ws.send_str(json.dumps(final, indent=2, ensure_ascii=False))
-        # Whisper's raw words keep their leading space and are joined with " " (melvin.md).
-        partial = " ".join(" " + w for w in recognizer.current_partial())
-        await ws.send_str(json.dumps({"partial": partial}, indent=2, ensure_ascii=False))
+        await asyncio.sleep(self.transcribe_seconds)  # the model at work
+        recognizer = passes.recognizer
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the client is gone
+            while len(passes.finals) < len(recognizer.finals):
+                final = self._final(conn, passes, recognizer.finals[len(passes.finals)])
+                await ws.send_str(json.dumps(final, indent=2, ensure_ascii=False))
+            # Whisper's raw words keep their leading space and are joined with " " (melvin.md);
+            # the word cut at the window edge comes again (the server's workaround misses it).
+            words = ([passes.carry["word"]] if passes.carry else []) + list(
+                recognizer.current_partial()
+            )
+            partial = " ".join(" " + w for w in words)
+            await ws.send_str(json.dumps({"partial": partial}, indent=2, ensure_ascii=False))
+
+    def _final(self, conn: MelvinConnection, passes: _Passes, words: list[ScriptWord]) -> dict:
+        """The next final, re-sending the previous final's cut word and cutting its own last
+        word on every other final (quirk)."""
+        result = [{"conf": w.conf, "start": w.start, "end": w.end, "word": w.word} for w in words]
+        if passes.carry is not None:
+            result.insert(0, passes.carry)
+            passes.carry = None
+            conn.repeated_words += 1
+        if self.quirks and len(passes.finals) % 2 == 0 and len(result) >= 2:
+            passes.carry = dict(result[-1])
+            last = result[-1]
+            result[-1] = {
+                **last,
+                "end": round(last["start"] + 0.6 * (last["end"] - last["start"]), 6),
+            }
+        final = {"result": result, "text": " ".join(w["word"] for w in result)}
+        passes.finals.append(final)
+        return final
 
     async def _eof(
-        self,
-        ws: web.WebSocketResponse,
-        conn: MelvinConnection,
-        finals: list[dict],
-        first_audio: float | None,
-        last_audio: float,
-        at: float,
+        self, ws: web.WebSocketResponse, conn: MelvinConnection, passes: _Passes
     ) -> None:
-        wall = (last_audio - first_audio) if first_audio is not None else 0.0
-        raced = conn.audio_seconds > 2.0 * wall + 1.0 and at - last_audio < 0.2
-        if self.fault == "close-without-id" or raced:
-            conn.ended = "closed without id" + (" (eof race)" if raced else "")
+        if passes.in_flight():
+            if self.quirks:
+                # Real server: echo() iterates its set of transcription tasks while removing
+                # from it, raises "Set changed size during iteration" and closes without an id.
+                conn.ended = "closed without id (eof race)"
+                await ws.close(code=1000)
+                return
+            await asyncio.wait({passes.task})  # type: ignore[arg-type]
+        if self.fault == "close-without-id":
+            conn.ended = "closed without id"
             await ws.close(code=1000)
             return
         export_id = uuid.uuid4().hex
         conn.export_id = export_id
-        self.exports[export_id] = (finals, bytes(conn.audio))
+        self.exports[export_id] = (passes.finals, bytes(conn.audio))
         await ws.send_str(export_id)
         await ws.close(code=1000)
         conn.ended = "eof"
@@ -406,8 +436,15 @@ class MelvinEmulator:
         return web.Response(body=buf.getvalue(), content_type="audio/wav")
 
 
-def _final_message(words: list[ScriptWord]) -> dict:
-    return {
-        "result": [{"conf": w.conf, "start": w.start, "end": w.end, "word": w.word} for w in words],
-        "text": " ".join(w.word for w in words),
-    }
+@dataclass
+class _Passes:
+    """One connection's transcription state: the recognizer, the finals sent, the pass running
+    and the word a final cut at the window edge (re-sent next)."""
+
+    recognizer: ScriptedRecognizer
+    finals: list[dict] = field(default_factory=list)
+    task: asyncio.Future | None = None
+    carry: dict | None = None
+
+    def in_flight(self) -> bool:
+        return self.task is not None and not self.task.done()

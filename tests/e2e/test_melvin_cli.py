@@ -199,6 +199,7 @@ async def test_melvin_exports_transcript_and_audio(cli, speech_wav, script_file,
             emu.url,
             "--speed",
             "8",
+            "--json",
             "--export",
             "transcript,audio",
             "--export-dir",
@@ -212,7 +213,13 @@ async def test_melvin_exports_transcript_and_audio(cli, speech_wav, script_file,
     assert r.code == 0, r.stderr
     (export_id,) = emu.exports
     transcript = json.loads((out / f"{export_id}.json").read_text())
+    # The export is the server's own file, verbatim: the real server keeps the word it sent
+    # twice (the emulator's default quirk); only the live finals drop it.
     assert [t["text"] for t in transcript] == [
+        "Hello streaming world.",
+        "world. The second sentence ends here.",
+    ]
+    assert [f["text"] for f in map(json.loads, r.lines) if f["type"] == "final"] == [
         "Hello streaming world.",
         "The second sentence ends here.",
     ]
@@ -293,3 +300,55 @@ async def test_mulaw_and_8bit_inputs_arrive_as_16k_s16le(cli, melvin, tmp_path):
     assert r.code == 0, r.stderr
     assert abs(melvin.connections[0].audio_seconds - len(data) / 8000) < 0.02
     assert np.abs(melvin.connections[0].pcm()).max() > 10000
+
+
+async def test_melvin_eof_waits_for_the_running_transcription_so_the_export_id_survives(
+    cli, speech_wav, script_file
+):
+    # The emulator's passes take 0.4 s here: eof sent during one would lose the export id.
+    emu = MelvinEmulator(api_keys=[KEY], script=script_file, transcribe_seconds=0.4)
+    await emu.start()
+    try:
+        for speed in ("1", "0"):
+            r = await cli("melvin", str(speech_wav), "--url", emu.url, "--speed", speed, env=ENV)
+            assert r.code == 0, r.stderr
+    finally:
+        await emu.stop()
+    assert [c.ended for c in emu.connections] == ["eof", "eof"]
+
+
+async def test_melvin_live_finals_drop_the_word_the_server_sends_twice(cli, melvin, speech_wav):
+    r = await cli("melvin", str(speech_wav), "--url", melvin.url, "--speed", "8", "--json", env=ENV)
+    assert r.code == 0, r.stderr
+    assert melvin.connections[0].repeated_words == 1
+    words = [w["word"] for e in events(r.stdout) if e["type"] == "final" for w in e["words"]]
+    assert " ".join(words) == "Hello streaming world. The second sentence ends here."
+    raw = await cli(
+        "melvin", str(speech_wav), "--url", melvin.url, "--speed", "8", "--raw", env=ENV
+    )
+    finals = [json.loads(line) for line in raw.lines if line.startswith("{") and "result" in line]
+    assert finals[1]["text"].startswith("world.")  # --raw stays verbatim
+
+
+async def test_melvin_export_without_a_final_warns_and_still_fetches_the_audio(
+    cli, tmp_path, make_wav
+):
+    script = tmp_path / "one.txt"
+    script.write_text("Short.\n", encoding="utf-8")
+    emu = MelvinEmulator(api_keys=[KEY], script=script)
+    await emu.start()
+    out = tmp_path / "out"
+    # Under a second of audio: no transcription pass, so no final (the real server's REST app
+    # then answers 404 for the transcript while the audio export exists).
+    short = make_wav("short.wav", tone(300, 0.8, 16000), 16000)
+    try:
+        r = await cli(
+            "melvin", str(short), "--url", emu.url, "--speed", "4", "--export", "transcript,audio",
+            "--export-dir", str(out), "--rest-url", emu.rest_url, env=ENV,
+        )  # fmt: skip
+    finally:
+        await emu.stop()
+    assert r.code == 0, r.stderr
+    (export_id,) = emu.exports
+    assert "the server kept no transcript" in r.stderr
+    assert (out / f"{export_id}.wav").exists() and not (out / f"{export_id}.json").exists()
