@@ -132,8 +132,12 @@ def melvin(
         s = resolve_settings(
             "melvin", common, url=url, api_key=api_key, rest_url=rest_url, export_dir=export_dir
         )
+        # --no-auth drops only the WebSocket auth frame: even servers without it (v1.1.0-dev.0)
+        # want the key on their REST exports.
         key = None if no_auth else s["api_key"]
-        return run_melvin(common, s["url"], key, export, s["export_dir"], s["rest_url"])
+        return run_melvin(
+            common, s["url"], key, export, s["export_dir"], s["rest_url"], rest_key=s["api_key"]
+        )
 
     guarded(body, common.debug)
 

@@ -40,12 +40,15 @@ def test_melvin_url_gets_the_root_path_and_the_key_is_a_secret():
     assert req.secrets == (KEY,)
 
 
-def test_melvin_sends_audio_as_binary_frames_unchanged():
+def test_melvin_sends_audio_as_binary_frames_unchanged_one_frame_behind():
+    # The latest frame is held back for the end of the stream (see the eof tests).
     b = started()
     b.frames_to_send()
     b.send_audio(b"\x01\x02" * 1600, 0.0)
-    assert b.frames_to_send() == [b"\x01\x02" * 1600]
+    assert b.frames_to_send() == []
     assert b.audio_seconds_sent == 0.1
+    b.send_audio(b"\x03\x04" * 1600, 0.1)
+    assert b.frames_to_send() == [b"\x01\x02" * 1600]
 
 
 def test_melvin_refuses_odd_length_frames():
@@ -58,74 +61,90 @@ def test_melvin_refuses_odd_length_frames():
         raise AssertionError("an odd frame must never reach the wire")
 
 
+LAST = b"\x07\x00" * 1600
+
+
 def real_time_stream(b: MelvinBackend) -> None:
     b.frames_to_send()
-    for i in range(10):
+    for i in range(9):
         b.send_audio(b"\0\0" * 1600, i * 0.1)
-    b.frames_to_send()
+    b.send_audio(LAST, 0.9)
+    assert LAST not in b.frames_to_send()
 
 
-def test_melvin_holds_eof_until_the_partial_that_ends_the_last_transcription():
+def test_melvin_after_the_audio_sends_a_sync_probe_not_eof():
     # Real server, src/websocket/stream.py echo(): eof while a transcription task is in flight
-    # crashes the handler and loses the export id; a task's last act is sending its partial.
+    # crashes the handler and loses the export id. echo() answers any other text with
+    # "control message unknown" once it has read the audio before it.
     b = started()
     real_time_stream(b)
     b.end_audio(1.0)
+    assert b.frames_to_send() == ["sync"]
+    assert b.next_deadline() == 11.0
+    b.send_audio(b"\0\0" * 1600, 1.1)  # nothing more may start a transcription
     assert b.frames_to_send() == []
-    assert b.next_deadline() == 3.0
-    b.receive_text(json.dumps({"partial": " a"}, indent=2), 1.1)
+
+
+def test_melvin_the_end_of_a_stream_step_by_step():
+    b = started()
+    real_time_stream(b)
+    b.end_audio(1.0)
+    assert b.frames_to_send() == ["sync"]
+    b.receive_text(json.dumps({"partial": " a"}, indent=2), 1.05)  # sent before the answer
+    b.receive_text("control message unknown", 1.1)  # the server has read all the audio
+    assert b.events_received() == [ev.Partial(backend="melvin", text="a")]  # no warning
+    assert b.frames_to_send() == [] and b.next_deadline() == 3.1
+    b.receive_text(json.dumps({"partial": " a b"}, indent=2), 1.3)  # the last task is done
+    assert b.frames_to_send() == [] and b.next_deadline() == 2.3
+    b.tick(2.3)  # the server's time trigger will fire for the held frame
+    assert b.frames_to_send() == [LAST, "sync"]
+    b.receive_text("control message unknown", 2.35)
+    b.receive_text(json.dumps({"partial": " a b c"}, indent=2), 2.5)  # it transcribed the end
     assert b.frames_to_send() == ["eof"]
     assert b.next_deadline() is None
 
 
-def test_melvin_sends_eof_after_the_grace_when_no_transcription_is_running():
+def test_melvin_without_a_partial_the_grace_ends_each_wait():
     b = started()
     real_time_stream(b)
     b.end_audio(1.0)
-    b.tick(2.9)
-    assert b.frames_to_send() == []
+    b.frames_to_send()
+    b.receive_text("control message unknown", 1.1)
     b.tick(3.0)
+    assert b.frames_to_send() == []
+    b.tick(3.1)
+    assert b.frames_to_send() == [LAST, "sync"]
+    b.receive_text("control message unknown", 3.2)
+    b.tick(5.2)
     assert b.frames_to_send() == ["eof"]
 
 
-def test_melvin_a_final_or_a_seat_reminder_does_not_release_eof():
+def test_melvin_a_final_or_a_seat_reminder_does_not_end_a_wait():
     # Finals come from the receive loop, not from a transcription task: they prove nothing.
     b = started()
     real_time_stream(b)
     b.end_audio(1.0)
-    b.receive_text(json.dumps(FINAL, indent=2), 1.1)
-    b.receive_text("No transcription workers available. Retrying in 10 seconds", 1.2)
-    assert b.frames_to_send() == []
+    b.frames_to_send()
+    b.receive_text("control message unknown", 1.1)
+    b.receive_text(json.dumps(FINAL, indent=2), 1.2)
+    b.receive_text("No transcription workers available. Retrying in 10 seconds", 1.3)
+    assert b.frames_to_send() == [] and b.next_deadline() == 3.1
 
 
-def test_melvin_delays_eof_after_fast_audio_to_avoid_the_server_race():
+def test_melvin_a_server_that_never_answers_the_probe_gets_the_rest_after_the_timeout():
     b = started()
     b.frames_to_send()
     for _ in range(50):  # 5 s of audio in no time
         b.send_audio(b"\0\0" * 1600, 0.0)
+    b.send_audio(LAST, 0.0)
     b.frames_to_send()
     b.end_audio(0.01)
+    assert b.frames_to_send() == ["sync"]
+    b.receive_text(json.dumps({"partial": " a"}, indent=2), 0.5)  # still reading the backlog
+    b.tick(5.0)
     assert b.frames_to_send() == []
-    assert b.next_deadline() == 3.01
-    b.tick(0.5)
-    assert b.frames_to_send() == []
-    b.tick(3.01)
-    assert b.frames_to_send() == ["eof"]
-    assert b.next_deadline() is None
-
-
-def test_melvin_after_fast_audio_only_a_partial_after_the_catch_up_time_counts():
-    b = started()
-    b.frames_to_send()
-    for _ in range(50):
-        b.send_audio(b"\0\0" * 1600, 0.0)
-    b.end_audio(0.0)
-    b.frames_to_send()
-    b.receive_text(json.dumps({"partial": " a"}, indent=2), 0.2)  # the server is still behind
-    b.receive_text("No transcription workers available. Retrying in 10 seconds", 0.3)
-    assert b.frames_to_send() == []
-    b.receive_text(json.dumps({"partial": " a b"}, indent=2), 1.2)
-    assert b.frames_to_send() == ["eof"]
+    b.tick(10.01)
+    assert b.frames_to_send() == [LAST, "eof"]
 
 
 def test_melvin_without_audio_sends_eof_at_once():
@@ -327,3 +346,43 @@ def test_melvin_pre_auth_server_answer_to_the_auth_frame_hints_no_auth():
     assert isinstance(warning, ev.Warning)
     assert "--no-auth" in warning.message and "v1.1.0-dev.2" in warning.message
     assert b.pre_auth_hint_given
+
+
+def test_melvin_tail_drops_a_run_of_words_the_finals_already_hold():
+    # Real server, unpaced: a window cut during a transcription shifts its word times, and the
+    # next partial lists words that are already final.
+    b = started()
+    b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4), ("c", 0.5, 0.6)), 1.0)
+    b.receive_text(json.dumps({"partial": " b  c  d  e"}, indent=2), 1.1)
+    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
+    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
+    assert [(e.text, e.unconfirmed) for e in out] == [("a b c", None), ("d e", True)]
+
+
+def test_melvin_tail_keeps_words_a_later_partial_dropped():
+    # Real server, unpaced: after a window cut during a transcription its cutoff moves too far
+    # and the next partial starts later, without words that no final holds.
+    b = started()
+    b.receive_text(json.dumps({"partial": " a b c d e f"}, indent=2), 1.0)
+    b.receive_text(json.dumps({"partial": " d e f g h"}, indent=2), 1.1)
+    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
+    tail = [e for e in b.events_received() if isinstance(e, ev.Final)]
+    assert [(e.text, e.unconfirmed) for e in tail] == [("a b c d e f g h", True)]
+
+
+def test_melvin_tail_follows_a_final_found_inside_the_partial():
+    b = started()
+    b.receive_text(json.dumps({"partial": " x y a b c d"}, indent=2), 1.0)
+    b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4)), 1.1)
+    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
+    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
+    assert [(e.text, e.unconfirmed) for e in out] == [("a b", None), ("c d", True)]
+
+
+def test_melvin_a_revised_partial_replaces_the_tail():
+    b = started()
+    b.receive_text(json.dumps({"partial": " a b see"}, indent=2), 1.0)
+    b.receive_text(json.dumps({"partial": " a b c d"}, indent=2), 1.1)
+    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
+    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
+    assert [e.text for e in out] == ["a b c d"]

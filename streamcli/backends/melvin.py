@@ -25,17 +25,27 @@ WAITING_PREFIX = "No transcription workers available"
 UNKNOWN_CONTROL = "control message unknown"
 EXPORT_ID = re.compile(r"^[0-9a-f]{32}$")
 EOF_FRAME = "eof"
-# The server's handler crashes (no export id) when eof arrives while a transcription task is in
-# flight (melvin.md, "Server bug to survive"; real server src/websocket/stream.py, echo()). A
-# transcription starts only when audio arrives and ends by sending a partial, so eof waits for
-# the first partial after the last audio, at most EOF_GRACE_SECONDS (then no task is running).
+# The end of a stream, around two bugs of the real server (src/websocket/stream.py, echo()):
+# - eof while a transcription task is in flight crashes the handler: no export id (melvin.md,
+#   "Server bug to survive").
+# - a transcription starts only when audio arrives while none is running, so the last second
+#   of audio sent quickly (or the last frame of a real-time stream) may never be transcribed.
+# A task's last act is sending a partial, and echo() answers a text without "eof" with
+# "control message unknown" once it has read everything before it. So the backend holds back
+# the latest audio frame; at the end it sends SYNC_FRAME, and once the server answered and is
+# idle (the next partial, or EOF_GRACE_SECONDS without one) and RETRIGGER_SECONDS have passed
+# since the last transcription, it sends the held frame (which starts one more transcription)
+# and SYNC_FRAME again; when that is answered and idle, eof. A server that never answers the
+# probe gets what is left SYNC_TIMEOUT_SECONDS after asking.
+SYNC_FRAME = "sync"
 EOF_GRACE_SECONDS = 2.0
-# Audio sent well ahead of real time may still be queued at the server: a partial counts only
-# once this long has passed after the last audio.
-EOF_CATCH_UP_SECONDS = 1.0
+RETRIGGER_SECONDS = 1.0
+SYNC_TIMEOUT_SECONDS = 10.0
 # Consecutive finals can repeat a word cut at the window edge with the same start (melvin.md):
 # the same text starting within this many seconds of the last final word is that word.
 REPEATED_WORD_START_TOLERANCE = 0.005
+# How many of the last final words a repeating tail is compared with.
+MAX_TAIL_OVERLAP_WORDS = 200
 
 
 def normalize_text(text: str) -> str:
@@ -54,9 +64,14 @@ class MelvinBackend(Backend):
         self.api_key = api_key
         self._first_audio_at: float | None = None
         self._eof_sent = False
-        self._eof_earliest: float | None = None  # audio ended: a partial after this sends eof
-        self._eof_due: float | None = None  # ...and eof goes at this time at the latest
+        self._held: bytes | None = None  # the latest audio frame, sent at the end (see above)
+        # The end: "" while streaming; "sync" (probe sent); "idle" (answered: waiting for the
+        # next partial or the grace); "retrigger" (idle: waiting to send the held frame).
+        self._phase = ""
+        self._eof_due: float | None = None  # when the current phase ends at the latest
+        self._partial_or_final_seen = False
         self._last_final_word: ev.Word | None = None
+        self._final_words: list[str] = []  # the words of the finals reported (the latest kept)
         self.export_id: str | None = None
         self.pre_auth_hint_given = False
 
@@ -72,25 +87,40 @@ class MelvinBackend(Backend):
     def send_audio(self, data: bytes, now: float) -> None:
         if len(data) % 2:
             raise ValueError("Melvin frames must have an even byte length")
-        if self._eof_sent or self._eof_due is not None or not data:
-            return
+        if self._eof_sent or self._phase or not data:
+            return  # audio after end_audio() would start a new transcription
         if self._first_audio_at is None:
             self._first_audio_at = now
-        self._send(data)
+        if self._held is not None:
+            self._send(self._held)
+        self._held = data
         self.audio_seconds_sent += len(data) / 2 / self.sample_rate
 
     def end_audio(self, now: float) -> None:
-        if self._eof_sent or self._eof_due is not None or self.finished:
+        if self._eof_sent or self._phase or self.finished:
             return
         if self._first_audio_at is None:
             self._send_eof()  # no audio, no transcription
             return
-        ahead = self.audio_seconds_sent - (now - self._first_audio_at)
-        self._eof_earliest = now + (EOF_CATCH_UP_SECONDS if ahead > 0.5 else 0.0)
-        self._eof_due = self._eof_earliest + EOF_GRACE_SECONDS
+        self._sync(now)
+
+    def _sync(self, now: float) -> None:
+        self._phase = "sync"
+        self._send(SYNC_FRAME)
+        self._eof_due = now + SYNC_TIMEOUT_SECONDS
+
+    def _idle(self, now: float) -> None:
+        """The server has read everything and runs no transcription: the held frame, or eof."""
+        if self._held is None:
+            self._send_eof()
+            return
+        self._send(self._held)
+        self._held = None
+        self._sync(now)
 
     def _send_eof(self) -> None:
-        self._eof_due = self._eof_earliest = None
+        self._eof_due = None
+        self._phase = ""
         self._eof_sent = True
         self._send(EOF_FRAME)
 
@@ -98,17 +128,31 @@ class MelvinBackend(Backend):
         return self._eof_due
 
     def tick(self, now: float) -> None:
-        if self._eof_due is not None and now >= self._eof_due and not self.finished:
+        if self._eof_due is None or now < self._eof_due or self.finished:
+            return
+        if self._phase == "sync":  # never answered: do not wait twice
+            if self._held is not None:
+                self._send(self._held)
+                self._held = None
             self._send_eof()
+        else:
+            self._idle(now)
 
     def receive_text(self, text: str, now: float) -> None:
         if self.finished:
             return
-        partial = self._handle_text(text)
-        # A partial is the last thing a transcription task does: once one arrives after the
-        # last audio (and after the catch-up time), no task is left to crash the eof handling.
-        if partial and self._eof_earliest is not None and now >= self._eof_earliest:
-            self._send_eof()
+        if self._phase == "sync" and text.strip() == UNKNOWN_CONTROL:
+            self._phase = "idle"
+            self._eof_due = now + EOF_GRACE_SECONDS
+            return
+        if self._handle_text(text) and self._phase == "idle":
+            # This partial ended the last transcription that could run. The held frame waits
+            # until the server's time trigger (1 s, or as long as a transcription takes) fires.
+            if self._held is None:
+                self._send_eof()
+            else:
+                self._phase = "retrigger"
+                self._eof_due = now + RETRIGGER_SECONDS
 
     def _handle_text(self, text: str) -> bool:
         """Handle one server text frame; True when it was a partial."""
@@ -131,18 +175,21 @@ class MelvinBackend(Backend):
         if msg is None:
             return False
         if "partial" in msg:
+            self._partial_or_final_seen = True
             self._on_partial(msg["partial"])
             return True
         if "result" in msg or "text" in msg:
+            self._partial_or_final_seen = True
             self._on_final(msg)
         else:
             self._emit(ev.Warning, message=f"ignored an unknown message with keys {sorted(msg)}")
         return False
 
     def _on_unknown_control(self) -> None:
-        if self.api_key is not None and not self._eof_sent:
+        if self.api_key is not None and not self._partial_or_final_seen:
             # A server before v1.1.0-dev.2 has no auth: it takes our auth frame for an unknown
-            # control message (real server v1.1.0-dev.0, src/websocket/stream.py, echo()).
+            # control message (real server v1.1.0-dev.0, src/websocket/stream.py, echo()) and
+            # answers before anything else.
             self.pre_auth_hint_given = True
             self._emit(
                 ev.Warning,
@@ -159,7 +206,7 @@ class MelvinBackend(Backend):
         text = normalize_text(raw)
         if not text:
             return  # {"partial": ""} is frequent and does not mean "clear" (melvin.md)
-        self._tail = raw
+        self._tail = " ".join(_merge_partials(self._tail.split(), text.split()))
         self._emit(ev.Partial, text=text)
 
     def _on_final(self, msg: dict[str, Any]) -> None:
@@ -178,6 +225,7 @@ class MelvinBackend(Backend):
                 return
         if words:
             self._last_final_word = words[-1]
+        self._final_words = (self._final_words + text.split())[-MAX_TAIL_OVERLAP_WORDS:]
         self._emit(
             ev.Final,
             text=text,
@@ -195,12 +243,17 @@ class MelvinBackend(Backend):
         )
 
     def _emit_tail(self) -> None:
-        # The partials repeat a word cut at the window edge just like the finals do (the
-        # server's own "doubled word" workaround compares " word" with "word" and never fires).
-        last = self._last_final_word
+        # A partial can repeat words the finals already hold: the word cut at the window edge
+        # (the server's "doubled word" workaround compares " word" with "word" and never
+        # fires), or a whole run when a window cut lands while a transcription is in flight
+        # (its word times then miss the cutoff). Drop the longest run of the tail's first words
+        # that ends the finals.
         tail = self._tail.split()
-        if last is not None and tail and tail[0] == last.word:
-            self._tail = " ".join(tail[1:])
+        recent = self._final_words[-len(tail) :] if tail else []
+        for k in range(len(recent), 0, -1):
+            if tail[:k] == recent[-k:]:
+                self._tail = " ".join(tail[k:])
+                break
         super()._emit_tail()
 
     def receive_close(self, code: int | None, reason: str, now: float) -> None:
@@ -221,12 +274,25 @@ class MelvinBackend(Backend):
 
 
 def _tail_after(partial: str, final_text: str) -> str:
-    """What of the last partial a final did not confirm: a partial lists every word after the
-    previous final, so a final that confirms its beginning leaves the rest as the tail."""
-    partial_words, final_words = partial.split(), final_text.split()
-    if final_words and partial_words[: len(final_words)] == final_words:
-        return " ".join(partial_words[len(final_words) :])
+    """What of the unconfirmed tail a final did not confirm: a partial lists every word after
+    the previous final, so the words after the final's run are still unconfirmed."""
+    words, run = partial.split(), final_text.split()
+    for start in range(len(words) - len(run), -1, -1):
+        if run and words[start : start + len(run)] == run:
+            return " ".join(words[start + len(run) :])
     return ""
+
+
+def _merge_partials(tail: list[str], new: list[str]) -> list[str]:
+    """The unconfirmed words after a new partial. A partial that starts where the tail starts
+    revises it; one that starts inside it (the server moved its cutoff, e.g. after a window cut
+    during a transcription, and dropped words no final holds) continues it where they overlap."""
+    if not tail or new[:2] == tail[:2]:
+        return new
+    for k in range(min(len(tail), len(new)), 1, -1):
+        if tail[-k:] == new[:k]:
+            return tail + new[k:]
+    return new
 
 
 def _words(result: Any) -> list[ev.Word]:

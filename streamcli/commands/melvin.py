@@ -51,6 +51,7 @@ def run_melvin(
     export: str | None,
     export_dir: str,
     rest_url: str | None,
+    rest_key: str | None = None,
 ) -> int:
     check_ws_url(url)
     kinds = parse_exports(export)
@@ -65,7 +66,8 @@ def run_melvin(
         return status
     ids = [b.export_id for b in backends if isinstance(b, MelvinBackend) and b.export_id]
     base = rest_url or default_rest_url(url)
-    asyncio.run(fetch_exports(base, api_key, ids, kinds, Path(export_dir), common.quiet))
+    key = rest_key if rest_key is not None else api_key
+    asyncio.run(fetch_exports(base, key, ids, kinds, Path(export_dir), common.quiet))
     return status
 
 
