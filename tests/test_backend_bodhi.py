@@ -178,13 +178,16 @@ def test_bodhi_config_carries_every_option_that_is_set_in_a_fixed_order():
         hotwords=["Navana", "Bodhi:2.5", {"phrase": "EMI", "score": 3}],
         aux=True,
         endpoint_silence=0.8,
+        at_start_lid=True,
+        transliterate=False,
     )
     backend.start(0.0)
     assert backend.frames_to_send() == [
         '{"config": {"sample_rate": 16000, "transaction_id": "' + TXN + '", '
         '"model": "en-general-v2-8khz", "parse_number": true, "exclude_partial": false, '
         '"hotwords": [{"phrase": "Navana", "score": 1.5}, {"phrase": "Bodhi", "score": 2.5}, '
-        '{"phrase": "EMI", "score": 3.0}], "aux": true, "endpoint_silence_duration": 0.8}}'
+        '{"phrase": "EMI", "score": 3.0}], "aux": true, "endpoint_silence_duration": 0.8, '
+        '"at_start_lid": true, "transliterate": false}}'
     ]
 
 

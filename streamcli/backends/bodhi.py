@@ -123,6 +123,8 @@ class BodhiBackend(Backend):
         hotwords: Iterable[str | Mapping[str, Any]] = (),
         aux: bool | None = None,
         endpoint_silence: float | None = None,
+        at_start_lid: bool | None = None,
+        transliterate: bool | None = None,
         transaction_id: str | None = None,
         speaker: str | None = None,
         keepalive_after: float | None = DEFAULT_KEEPALIVE_AFTER,
@@ -148,6 +150,8 @@ class BodhiBackend(Backend):
         self.hotwords = [_hotword(h) for h in hotwords]
         self.aux = aux
         self.endpoint_silence = endpoint_silence
+        self.at_start_lid = at_start_lid
+        self.transliterate = transliterate
         if transaction_id is not None and not UUID_FORM.match(transaction_id):
             # The server answers 400 to an invalid transaction_id (bodhi.md): say it first.
             raise UsageError(f"the transaction id must be a UUID, not {transaction_id!r}")
@@ -198,6 +202,8 @@ class BodhiBackend(Backend):
             ("hotwords", self.hotwords or None),
             ("aux", self.aux),
             ("endpoint_silence_duration", self.endpoint_silence),
+            ("at_start_lid", self.at_start_lid),  # SDK 1.4.0
+            ("transliterate", self.transliterate),  # SDK 1.4.0
         )
         config.update((key, value) for key, value in optional if value is not None)
         # Default separators, as the vendor's example and SDK serialize it.

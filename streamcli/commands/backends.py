@@ -230,6 +230,24 @@ def bodhi(
             show_default=False,
         ),
     ] = None,
+    at_start_lid: Annotated[
+        bool | None,
+        typer.Option(
+            "--at-start-lid/--no-at-start-lid",
+            help="Identify the spoken language at the start (the event's language).",
+            rich_help_panel=o.BACKEND,
+            show_default=False,
+        ),
+    ] = None,
+    transliterate: Annotated[
+        bool | None,
+        typer.Option(
+            "--transliterate/--no-transliterate",
+            help="Ask for transliterated text.",
+            rich_help_panel=o.BACKEND,
+            show_default=False,
+        ),
+    ] = None,
     keepalive: Annotated[
         float,
         typer.Option(
@@ -282,6 +300,8 @@ def bodhi(
             "hotwords": list(hotwords or []),
             "aux": aux,
             "endpoint_silence": endpoint_silence,
+            "at_start_lid": at_start_lid,
+            "transliterate": transliterate,
             "keepalive_after": keepalive or None,
         }
         BodhiBackend(s["url"], **settings)  # refuses a bad hotword or silence before connecting

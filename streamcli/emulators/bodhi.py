@@ -77,15 +77,14 @@ DEFAULT_MODELS = frozenset(
 )
 MIN_SAMPLE_RATE = 8000  # the vendor's README: "at least 8000Hz"
 ENDPOINT_SILENCE_RANGE = (0.44, 1.2)  # bodhi.md: the server clamps endpoint_silence_duration
-BOOL_KEYS = ("parse_number", "exclude_partial", "aux")
+# at_start_lid and transliterate: booleans the official SDK 1.4.0 sends (bodhi.md).
+BOOL_KEYS = ("parse_number", "exclude_partial", "aux", "at_start_lid", "transliterate")
 KNOWN_KEYS = {
     "sample_rate",
     "transaction_id",
     "model",
     "hotwords",
     "endpoint_silence_duration",
-    "at_start_lid",
-    "transliterate",
     *BOOL_KEYS,
 }
 

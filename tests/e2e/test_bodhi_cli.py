@@ -114,6 +114,8 @@ async def test_bodhi_config_carries_exactly_the_options_given(cli, bodhi, speech
         "account balance:2.5",
         "--hotword",
         "EMI",
+        "--at-start-lid",
+        "--no-transliterate",
         env=ENV,
     )
     assert r.code == 0, r.stderr
@@ -133,6 +135,8 @@ async def test_bodhi_config_carries_exactly_the_options_given(cli, bodhi, speech
                 ],
                 "aux": True,
                 "endpoint_silence_duration": 0.5,
+                "at_start_lid": True,
+                "transliterate": False,
             }
         }
     )
