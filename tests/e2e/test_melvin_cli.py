@@ -38,7 +38,12 @@ async def test_melvin_streams_a_file_and_prints_finals_as_json(cli, melvin, spee
     conn = melvin.connections[0]
     assert conn.frames[0] == ("text", json.dumps({"Authorization": KEY}, separators=(",", ":")))
     assert conn.frames[-1] == ("text", "eof")
-    assert all(kind == "binary" and n % 2 == 0 for kind, n in conn.frames[1:-1])
+    # Between auth and eof: audio, and the end-of-stream sync probes (one before the held
+    # last frame, one after it; see backends/melvin.py).
+    texts = [f for f in conn.frames[1:-1] if f[0] == "text"]
+    assert texts == [("text", "sync"), ("text", "sync")]
+    assert all(n % 2 == 0 for kind, n in conn.frames[1:-1] if kind == "binary")
+    assert conn.frames[-2] == ("text", "sync") and conn.frames[-3][0] == "binary"
     # 22.05 kHz in, 16 kHz on the wire: same duration, same pitch.
     expected = len(speechlike(22050, [0.8, 1.0])) / 22050
     assert abs(conn.audio_seconds - expected) < 0.02
