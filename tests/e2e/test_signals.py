@@ -113,7 +113,13 @@ async def test_a_second_ctrl_c_aborts_when_the_server_never_answers_the_end(
         )
         await run.until_final()
         run.send(signal.SIGINT)
-        await asyncio.sleep(1.5)  # the graceful end now waits for an answer that never comes
+        # The graceful end syncs with the server (a few seconds at most), sends eof, and then
+        # waits for an answer that never comes.
+        for _ in range(100):
+            if emu.connections[0].eof_received:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
         assert run.proc.returncode is None
         run.send(signal.SIGINT)
         started = time.monotonic()
