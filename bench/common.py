@@ -114,8 +114,9 @@ class Connection:
 class RecordingServer:
     """A minimal Melvin-compatible sink: timestamps binary frames, answers ``eof`` with an id.
 
-    Text frames other than ``eof`` (an auth frame) are recorded and ignored. No recognizer, so
-    the server costs next to nothing and the client is what gets measured.
+    The auth frame is recorded and ignored; other texts (the client's end-of-stream ``sync``)
+    get "control message unknown", as the real server answers them. No recognizer, so the
+    server costs next to nothing and the client is what gets measured.
     """
 
     def __init__(self, port: int = 0) -> None:
@@ -185,6 +186,8 @@ class RecordingServer:
                         await ws.send_str(uuid.uuid4().hex)
                         await ws.close()
                         break
+                    if not msg.data.startswith('{"Authorization"'):
+                        await ws.send_str("control message unknown")
         finally:
             conn.ended.set()
         return ws
