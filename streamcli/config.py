@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from streamcli.exit import UsageError
+from streamcli.redact import mask, redact_url
 
 SECRET_NAMES = frozenset({"api_key", "subscription_key", "client_secret", "token"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -227,13 +228,18 @@ def show(settings: Settings) -> list[tuple[str, str, str]]:
 def _display(key: str, value: Any) -> str:
     if value is None:
         return NOT_SET
-    if is_secret(key):
-        return mask(str(value))
+    value = shown_value(key, value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def mask(secret: str) -> str:
-    """Enough of a secret to tell two apart, never enough to use: ``abcd…`` or ``…``."""
-    return secret[:4] + "…" if len(secret) >= 12 else "…"
+def shown_value(key: str, value: Any) -> Any:
+    """``value`` fit to show: a secret masked, a URL's password and ``?token=`` masked."""
+    if value is None:
+        return None
+    if is_secret(key):
+        return mask(str(value))
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value

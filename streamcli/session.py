@@ -52,12 +52,12 @@ from streamcli.audio.pacer import Pacer
 from streamcli.audio.sources import AudioSource
 from streamcli.backends.base import Backend, Frame
 from streamcli.exit import ExitStatus, StreamcliError, status_for_error_kind
+from streamcli.redact import mask_all, public_url, redact_url
 from streamcli.transport.websocket import (
     MESSAGE_TOO_BIG,
     PermanentConnectError,
     WebSocketConnection,
     WireOptions,
-    public_url,
 )
 
 EventHandler = Callable[[ev.Event], None]
@@ -92,7 +92,7 @@ class Tracer:
         self.out = out or sys.stderr
 
     def mask(self, text: str) -> str:
-        return mask_secrets(text, self.secrets)
+        return mask_all(text, self.secrets)
 
     def __call__(
         self, label: str, direction: str, frame: str | bytes | None, note: str = ""
@@ -104,17 +104,6 @@ class Tracer:
         else:
             body = "text " + self.mask(frame.replace("\n", "\\n"))
         print(f"[wire {label}] {direction} {body}", file=self.out, flush=True)
-
-
-def mask_secret(secret: str) -> str:
-    return (secret[:4] if len(secret) >= 12 else "") + "…"
-
-
-def mask_secrets(text: str, secrets: tuple[str, ...]) -> str:
-    # Longest first: a secret that contains another is masked whole.
-    for s in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(s, mask_secret(s))
-    return text
 
 
 class Stream:
@@ -143,7 +132,7 @@ class Stream:
         self._stop = asyncio.Event()  # stop reconnecting (a timeout, an abort)
         self.label = backend.speaker or backend.name
         self.request = backend.connect_request()
-        self._secrets = tuple(s for s in self.request.secrets if s)
+        self._secrets = self.request.all_secrets()
         self.trace = Tracer(self._secrets) if options.debug else None
         self.failed = False
         self.live_input = False  # set by ``feed``: live audio is buffered during an outage
@@ -211,9 +200,9 @@ class Stream:
         if not self._secrets:
             return event
         if isinstance(event, ev.Error | ev.Warning | ev.Status) and event.message:
-            return dataclasses.replace(event, message=mask_secrets(event.message, self._secrets))
+            return dataclasses.replace(event, message=mask_all(event.message, self._secrets))
         if isinstance(event, ev.Raw) and event.message:
-            return dataclasses.replace(event, message=mask_secrets(event.message, self._secrets))
+            return dataclasses.replace(event, message=mask_all(event.message, self._secrets))
         return event
 
     def _error(self, message: str, kind: str) -> ev.Error:
@@ -346,8 +335,7 @@ class Stream:
     async def _connect_once(self) -> tuple[ev.Error | None, bool]:
         """One connect attempt: (None, _) when connected, else (the error, transient?)."""
         self.request = self.backend.connect_request()
-        self._secrets = tuple(dict.fromkeys((*self._secrets, *self.request.secrets)))
-        self._secrets = tuple(s for s in self._secrets if s)
+        self._secrets = tuple(dict.fromkeys((*self._secrets, *self.request.all_secrets())))
         if self.trace:
             self.trace.secrets = self._secrets
             self.trace(self.label, "→", None, self._describe_connect())
@@ -396,7 +384,7 @@ class Stream:
         return None, True
 
     def _describe_connect(self) -> str:
-        text = f"connect {self.request.url}"
+        text = f"connect {redact_url(self.request.url)}"
         if self.request.headers:
             headers = ", ".join(f"{k}: {v}" for k, v in self.request.headers.items())
             text += f" headers {{{headers}}}"

@@ -54,6 +54,7 @@ from streamcli.exit import (
     UsageError,
     status_for_error_kind,
 )
+from streamcli.redact import public_url, redact_url, url_secrets
 from streamcli.session import (
     Interrupts,
     Outcome,
@@ -62,7 +63,6 @@ from streamcli.session import (
     Tracer,
     feed,
     kind_for_status,
-    public_url,
 )
 from streamcli.transport.socketio import SignallingConnection
 
@@ -101,7 +101,9 @@ class VeridasConfig:
             values.append(self.token.access_token)
         if isinstance(self.request.credential, str):
             values.append(self.request.credential)
-        return tuple(v for v in values if v)
+        for url in (self.url, self.audio_url, self.token_url):
+            values += url_secrets(url)
+        return tuple(dict.fromkeys(v for v in values if v))
 
 
 # ---- token -------------------------------------------------------------------------------------
@@ -115,6 +117,7 @@ async def fetch_token(config: VeridasConfig, options: SessionOptions) -> Token:
         raise UsageError(
             "no credentials: set VERIDAS_CLIENT_ID and VERIDAS_CLIENT_SECRET, or VERIDAS_TOKEN"
         )
+    where = public_url(config.token_url)  # no password, no query in a message
     wire = options.wire
     timeout = aiohttp.ClientTimeout(total=wire.connect_timeout * 3, connect=wire.connect_timeout)
     form = token_form(config.client_id, config.client_secret)
@@ -126,19 +129,17 @@ async def fetch_token(config: VeridasConfig, options: SessionOptions) -> Token:
             body = await resp.text(errors="replace")
             status = resp.status
     except (aiohttp.InvalidURL, ValueError):
-        raise UsageError(f"invalid token URL {config.token_url!r}") from None
+        raise UsageError(f"invalid token URL {redact_url(config.token_url)!r}") from None
     except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as e:
         raise ConnectError(
-            f"TLS failure connecting to {config.token_url}: {e} "
+            f"TLS failure connecting to {where}: {e} "
             "(trust the server's certificate with --ca-file PATH, or skip checks with --insecure)"
         ) from None
     except TimeoutError:
-        raise ConnectError(
-            f"cannot get a token from {config.token_url}: no answer in time"
-        ) from None
+        raise ConnectError(f"cannot get a token from {where}: no answer in time") from None
     except (aiohttp.ClientError, OSError) as e:
         reason = getattr(getattr(e, "os_error", None), "strerror", None) or str(e)
-        raise ConnectError(f"cannot get a token from {config.token_url}: {reason}") from None
+        raise ConnectError(f"cannot get a token from {where}: {reason}") from None
     result = parse_token_response(status, body)
     if isinstance(result, TokenFailure):
         message = result.message

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from streamcli.config import Config, Settings, default_path, load_config, mask, resolve, show
+from streamcli.config import Config, Settings, default_path, load_config, resolve, show
 from streamcli.exit import ExitStatus, UsageError
+from streamcli.redact import mask
 
 ENV_NAMES = {"url": "MELVIN_URL", "api_key": "MELVIN_API_KEY", "timeout": "MELVIN_TIMEOUT"}
 BUILTIN = {"url": "ws://localhost:8394", "api_key": None, "timeout": 30.0, "punctuate": True}

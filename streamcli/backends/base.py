@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from streamcli import events as ev
+from streamcli.redact import url_secrets
 
 Frame = str | bytes  # a WebSocket message: str = text frame, bytes = binary frame
 INTERNAL_ERROR_CLOSE = 1011  # WebSocket close code: the server's handler failed
@@ -29,6 +30,11 @@ class ConnectRequest:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+
+    def all_secrets(self) -> tuple[str, ...]:
+        """What to mask in anything shown: the header secrets and the URL's own (a password,
+        a ``?token=``)."""
+        return tuple(dict.fromkeys(s for s in (*self.secrets, *url_secrets(self.url)) if s))
 
 
 class Backend:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from streamcli import events as ev
 from streamcli.backends.base import Backend, ConnectRequest, as_float
@@ -77,7 +77,7 @@ class MelvinBackend(Backend):
 
     def connect_request(self) -> ConnectRequest:
         parts = urlsplit(self.url)
-        url = self.url if parts.path else self.url.rstrip("/") + "/"
+        url = self.url if parts.path else urlunsplit(parts._replace(path="/"))
         return ConnectRequest(url=url, secrets=(self.api_key,) if self.api_key else ())
 
     def start(self, now: float) -> None:

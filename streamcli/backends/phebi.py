@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from streamcli import events as ev
 from streamcli.audio.wav import STREAMING_SIZE, wav_header
@@ -33,9 +33,12 @@ IGNORED_FIELDS = frozenset({"ByteLength"})
 
 
 def live_url(url: str, project: str, session: str, speaker: str) -> str:
-    """The socket URL; every segment is one path segment, whatever it contains ("/", " ", "%")."""
+    """The socket URL; every segment is one path segment, whatever it contains ("/", " ", "%").
+    A query in ``url`` (``?token=…`` for a proxy) stays the query."""
     segments = "/".join(quote(s, safe="") for s in (project, session, speaker))
-    return f"{url.rstrip('/')}/sockets/live/{segments}"
+    p = urlsplit(url)
+    path = f"{p.path.rstrip('/')}/sockets/live/{segments}"
+    return urlunsplit((p.scheme, p.netloc, path, p.query, ""))
 
 
 class PhebiBackend(Backend):

@@ -248,13 +248,12 @@ def plain_lines(settings: dict[str, Any], file: str, profile: str | None) -> lis
 
 def _json(path: str | None, profile: str | None, settings: dict[str, Any]) -> str:
     """Values keep their JSON types, except secrets, which are the masked strings."""
-    from streamcli.config import is_secret, mask
+    from streamcli.config import shown_value
 
     out: dict[str, Any] = {"config_file": path, "profile": profile, "backends": {}}
     for name, each in settings.items():
         table = {}
         for key, value in each.values.items():
-            shown = mask(str(value)) if is_secret(key) and value is not None else value
-            table[key] = {"value": shown, "origin": each.origins[key]}
+            table[key] = {"value": shown_value(key, value), "origin": each.origins[key]}
         out["backends"][name] = table
     return json.dumps(out, ensure_ascii=False, indent=2)

@@ -14,6 +14,7 @@ from streamcli.backends.melvin import MelvinBackend
 from streamcli.commands.options import Common
 from streamcli.commands.run import run_streaming
 from streamcli.exit import AuthError, ConnectError, ExitStatus, ServerError, UsageError
+from streamcli.redact import mask_all, public_url, redact_url, url_secrets
 
 EXPORT_KINDS = ("transcript", "audio")
 
@@ -37,11 +38,13 @@ def default_rest_url(ws_url: str) -> str:
 def check_ws_url(url: str) -> None:
     p = urlsplit(url)
     if p.scheme not in ("ws", "wss") or not p.hostname:
-        raise UsageError(f"--url {url!r}: expected ws://HOST[:PORT] or wss://HOST[:PORT]")
+        raise UsageError(
+            f"--url {redact_url(url)!r}: expected ws://HOST[:PORT] or wss://HOST[:PORT]"
+        )
     try:
         p.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise UsageError(f"--url {url!r}: bad port") from None
+        raise UsageError(f"--url {redact_url(url)!r}: bad port") from None
 
 
 def run_melvin(
@@ -93,9 +96,12 @@ async def fetch_exports(
                         body = await resp.read()
                         status = resp.status
                 except aiohttp.ClientError as e:
-                    raise ConnectError(f"cannot fetch the export from {rest_url}: {e}") from None
+                    reason = mask_all(str(e), url_secrets(rest_url))
+                    raise ConnectError(
+                        f"cannot fetch the export from {public_url(rest_url)}: {reason}"
+                    ) from None
                 if status == 401:
-                    raise AuthError(f"the Melvin REST API rejected the key ({url})")
+                    raise AuthError(f"the Melvin REST API rejected the key ({public_url(url)})")
                 if status == 404 and kind == "transcript":
                     # The real server writes "[]" when the session had no final, and its REST
                     # app answers 404 for an empty export (melvin.md, REST): not a failure.

@@ -263,15 +263,16 @@ def _check_url(option: str, url: str, schemes: tuple[str, ...]) -> None:
     from urllib.parse import urlsplit
 
     from streamcli.exit import UsageError
+    from streamcli.redact import redact_url
 
     p = urlsplit(url)
     try:
         p.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise UsageError(f"{option} {url!r}: bad port") from None
+        raise UsageError(f"{option} {redact_url(url)!r}: bad port") from None
     if p.scheme not in schemes or not p.hostname:
         wanted = " or ".join(f"{s}://HOST" for s in schemes)
-        raise UsageError(f"{option} {url!r}: expected {wanted}")
+        raise UsageError(f"{option} {redact_url(url)!r}: expected {wanted}")
 
 
 def _check_uuid(option: str, value: str) -> str:

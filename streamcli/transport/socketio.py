@@ -20,6 +20,7 @@ import aiohttp
 import socketio
 
 from streamcli.exit import AuthError, ConnectError, ServerError, StreamcliError, UsageError
+from streamcli.redact import public_url
 from streamcli.transport.websocket import WireOptions, handshake_error
 
 EventCallback = Callable[[str, tuple[Any, ...]], None]
@@ -149,6 +150,7 @@ def _failure(
 ) -> BaseException:
     if isinstance(e, StreamcliError):
         return e
+    url = public_url(url)  # no password, no query (a token) in a message
     # python-socketio calls connect_error for a transport failure too; only a namespace
     # refusal ends in "One or more namespaces failed to connect".
     if refusals and "namespaces failed" in str(e):

@@ -4,7 +4,7 @@ Every connect failure becomes a ``StreamcliError`` with one clear line; the back
 what an HTTP status at the handshake means (``handshake_error``). Failures that a reconnect
 cannot repair (TLS, an unknown host) are ``PermanentConnectError``. Nothing here ever puts a
 header value in a message: they carry credentials. Messages name the URL without its user
-info or query (``public_url``).
+info or query (``redact.public_url``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import ssl as ssl_module
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from streamcli.backends.base import ConnectRequest, Frame
 from streamcli.exit import AuthError, ConnectError, ServerError, StreamcliError, UsageError
+from streamcli.redact import public_url
 
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 MESSAGE_TOO_BIG = 1009  # RFC 6455 close code: a message over the size limit
@@ -55,20 +56,6 @@ class Incoming:
     data: str | bytes | None = None
     code: int | None = None  # the close code; for "error", 1009 = a message over the limit
     reason: str = ""
-
-
-def public_url(url: str) -> str:
-    """``url`` without user info, query or fragment: fit for messages and events."""
-    p = urlsplit(url)
-    host = p.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = p.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port else host
-    return urlunsplit((p.scheme, netloc, p.path, "", ""))
 
 
 def check_headers(headers: dict[str, str]) -> None:

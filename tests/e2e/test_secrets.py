@@ -6,10 +6,12 @@ Also: the plain-text credentials warning, header injection, and path-segment enc
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from conftest import CLEAN_ENV
@@ -121,12 +123,71 @@ async def test_no_secret_appears_anywhere_on_success_or_failure(
         assert secret[:4] + "…" in success.stderr  # masked, still recognizable
 
 
+URL_PASSWORD = "URLPASS-5e7a9c1b3d2f"
+URL_TOKEN = "URLTOKEN-8f6d4b2a0c1e3579"
+URL_SECRETS = [URL_PASSWORD, URL_TOKEN]
+
+
+def with_url_secrets(url: str) -> str:
+    """``url`` with a password and a token in its query (a proxy's credentials, say)."""
+    p = urlsplit(url)
+    return urlunsplit(
+        (p.scheme, f"streamer:{URL_PASSWORD}@{p.netloc}", p.path, f"token={URL_TOKEN}&x=1", "")
+    )
+
+
+@pytest.mark.parametrize("backend", WEBSOCKET_BACKENDS)
+async def test_a_password_or_token_in_the_url_is_masked_everywhere(
+    cli, script_file, speech_wav, tmp_path, backend
+):
+    emu = emulator(backend, script_file)
+    await emu.start()
+    jsonl = tmp_path / "out.jsonl"
+    debug = ("--debug", "--speed", "8")
+    try:
+        good, refused, bad_port = await asyncio.gather(
+            cli(
+                backend,
+                str(speech_wav),
+                *args(backend, with_url_secrets(emu.url), *debug, "--json", "-o", str(jsonl)),
+                env=env(backend),
+            ),
+            cli(
+                backend,
+                str(speech_wav),
+                *args(backend, with_url_secrets(f"ws://127.0.0.1:{free_port()}"), *debug),
+                env=env(backend),
+            ),
+            cli(
+                backend,
+                str(speech_wav),
+                *args(backend, with_url_secrets("ws://127.0.0.1:99999"), *debug),
+                env=env(backend),
+            ),
+        )
+    finally:
+        await emu.stop()
+    assert good.code == 0, good.stderr
+    assert refused.code == 4, refused.stderr
+    assert bad_port.code in (2, 4), bad_port.stderr
+    # The trace still shows where it connected, with the secret parts masked.
+    assert f"streamer:URLP…@127.0.0.1:{urlsplit(emu.url).port}" in good.stderr
+    assert "token=URLT…&x=1" in good.stderr
+    (session,) = [e for e in map(json.loads, good.stdout.splitlines()) if e["type"] == "session"]
+    assert "streamer" not in session["info"]["url"] and "?" not in session["info"]["url"]
+    for r in (good, refused, bad_port):
+        assert "Traceback" not in r.stderr
+        assert_no_secret_in(r.stdout, r.stderr, secrets=[*ALL_SECRETS, *URL_SECRETS])
+    assert_no_secret_in(jsonl.read_text(encoding="utf-8"), secrets=URL_SECRETS)
+
+
 async def test_config_show_masks_the_secrets(cli, tmp_path):
     folder = tmp_path / "streamcli"
     folder.mkdir()
     config = folder / "config.toml"
     config.write_text(
         '[melvin]\napi_key = "CONFIG-SECRET-1a2b3c4d5e6f7a8b"\n'
+        f'url = "{with_url_secrets("ws://asr.example.org:8394")}"\n'
         '[phebi]\nsubscription_key = "CONFIG-SECRET-9f8e7d6c5b4a3f2e"\n',
         encoding="utf-8",
     )
@@ -148,8 +209,10 @@ async def test_config_show_masks_the_secrets(cli, tmp_path):
                 *SECRET_VALUES,
                 "CONFIG-SECRET-1a2b3c4d5e6f7a8b",
                 "CONFIG-SECRET-9f8e7d6c5b4a3f2e",
+                *URL_SECRETS,
             ],
         )
+    assert "ws://streamer:URLP…@asr.example.org:8394?token=URLT…&x=1" in results[0].stdout
 
 
 async def test_veridas_leaks_no_secret_on_success_or_failure(tmp_path, speech_wav):
@@ -160,7 +223,7 @@ async def test_veridas_leaks_no_secret_on_success_or_failure(tmp_path, speech_wa
         audiohook_secret=VERIDAS_SECRETS["VERIDAS_AUDIOHOOK_SECRET"],
     )
     await emu.start()
-    audio = emu.url.replace("http://", "ws://") + "/audiohook"
+    audio = with_url_secrets(emu.url.replace("http://", "ws://") + "/audiohook")
     common = [
         "--url",
         emu.url,
@@ -193,7 +256,7 @@ async def test_veridas_leaks_no_secret_on_success_or_failure(tmp_path, speech_wa
                 "register",
                 str(speech_wav),
                 "--url",
-                f"http://127.0.0.1:{free_port()}",
+                with_url_secrets(f"http://127.0.0.1:{free_port()}"),
                 *common[2:],
                 env=VERIDAS_SECRETS,
             ),
@@ -206,8 +269,11 @@ async def test_veridas_leaks_no_secret_on_success_or_failure(tmp_path, speech_wa
     for r in runs:
         assert "Traceback" not in r.stderr
         assert_no_secret_in(
-            r.stdout, r.stderr, secrets=[*ALL_SECRETS, *emu.credentials, *emu.issued_tokens]
+            r.stdout,
+            r.stderr,
+            secrets=[*ALL_SECRETS, *emu.credentials, *emu.issued_tokens, *URL_SECRETS],
         )
+    assert "token=URLT…&x=1" in runs[0].stderr  # the audio channel's trace, masked
 
 
 async def veridas(*argv: str, env: dict[str, str]) -> Any:
