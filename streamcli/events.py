@@ -19,6 +19,7 @@ SERVER = "server"  # the server reported an error -> 5
 PROTOCOL = "protocol"  # the server broke the protocol -> 5
 TIMEOUT = "timeout"  # waited longer than --timeout -> 6
 USAGE = "usage"  # the server refused our request as malformed (bad model, config) -> 2
+OUTPUT = "output"  # a result could not be written (disk full, directory gone) -> 7
 
 
 @dataclass(frozen=True, kw_only=True)

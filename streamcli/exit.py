@@ -15,6 +15,7 @@ class ExitStatus(enum.IntEnum):
     CONNECTION = 4  # cannot connect / connection lost
     SERVER = 5  # server or protocol error
     TIMEOUT = 6  # timed out
+    OUTPUT = 7  # an output file (or stdout) could not be written; the rest went on
     INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 
@@ -49,6 +50,12 @@ class ServerError(StreamcliError):
     status = ExitStatus.SERVER
 
 
+class OutputError(StreamcliError):
+    """An output (``-o``, ``--save-audio``, ``--credential-out``, stdout) failed mid-run."""
+
+    status = ExitStatus.OUTPUT
+
+
 _KIND_TO_STATUS = {
     ev.AUTH: ExitStatus.AUTH,
     ev.CONNECTION: ExitStatus.CONNECTION,
@@ -56,6 +63,7 @@ _KIND_TO_STATUS = {
     ev.PROTOCOL: ExitStatus.SERVER,
     ev.TIMEOUT: ExitStatus.TIMEOUT,
     ev.USAGE: ExitStatus.USAGE,
+    ev.OUTPUT: ExitStatus.OUTPUT,
 }
 
 

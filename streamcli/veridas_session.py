@@ -158,6 +158,9 @@ def check_credential_out(path: str) -> None:
     parent = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise UsageError(f"--credential-out {path}: is a directory")
+    if target.exists() and not target.is_file():
+        # /dev/stdout, /dev/full, a FIFO: the file is replaced atomically, never a device.
+        raise UsageError(f"--credential-out {path}: not a regular file")
     if not parent.is_dir():
         raise UsageError(f"--credential-out {path}: no such directory {str(parent)!r}")
     if not os.access(parent, os.W_OK):
@@ -259,27 +262,35 @@ class VeridasSession:
             self._emit_tasks.add(task)
             task.add_done_callback(self._emit_tasks.discard)
         for event in self.signalling.events_received():
+            failure = None
             if isinstance(event, ev.End) and self.signalling.credential is not None:
-                event = self._save_credential(event)
+                failure = self._save_credential()
+                if failure is not None:  # the result, without claiming a file that is not there
+                    extra = {k: v for k, v in event.extra.items() if k != "credential_file"}
+                    event = dataclasses.replace(event, extra=extra)
             self.emit(event)
+            if failure is not None:
+                self.emit(failure)
         if self.signalling.consumer_ready:
             self.ready_event.set()
         if self.signalling.finished:
             self.result_event.set()
 
-    def _save_credential(self, end: ev.End) -> ev.Event:
+    def _save_credential(self) -> ev.Error | None:
+        """Write the credential; a failure is exit 7, reported after the result."""
         path = self.config.credential_out
         if path is None:
-            return end
+            return None
         try:
             write_credential(path, self.signalling.credential)
         except OSError as e:
             return ev.Error(
                 backend=BACKEND,
-                message=f"cannot write the credential to {path}: {e.strerror or e}",
-                kind=ev.USAGE,
+                message=f"cannot write the credential to {path}: {e.strerror or e} (the voice "
+                "was registered, but its credential is lost: register again)",
+                kind=ev.OUTPUT,
             )
-        return end
+        return None
 
     async def _send_emit(self, name: str, data: Any) -> None:
         assert self.conn is not None

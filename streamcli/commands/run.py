@@ -4,6 +4,7 @@ session -> exit status. Heavy imports live here, not in cli.py, so --help stays 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import sys
@@ -14,7 +15,7 @@ from streamcli import events as ev
 from streamcli.audio.sources import AudioSource, open_source
 from streamcli.backends.base import Backend
 from streamcli.commands.options import Common
-from streamcli.exit import ExitStatus, UsageError
+from streamcli.exit import ExitStatus, OutputError, StreamcliError, UsageError
 from streamcli.session import Interrupts, Outcome, SessionOptions, Stream, run_session
 from streamcli.sinks.stream import (
     Fanout,
@@ -84,12 +85,33 @@ class Outputs:
             self.sinks.append(PlainTextSink(writer, label_speakers=common.split_channels))
         if self.live is None:
             self.sinks.append(StatusSink(quiet=common.quiet or common.json or common.raw))
+        self.first_error: ev.Error | None = None
+        self.output_failures: list[str] = []
         for path in common.outputs:
             from streamcli.sinks.files import open_output
 
-            self.sinks.append(open_output(path, common.format))
-        self.fanout = Fanout(self.sinks)
-        self.first_error: ev.Error | None = None
+            try:
+                self.sinks.append(open_output(path, common.format))
+            except OutputError as e:  # opened, but its first bytes (a VTT header) did not fit
+                self.output_failed(e)
+        self.fanout = Fanout(self.sinks, on_failure=self.output_failed)
+
+    def output_failed(self, error: StreamcliError) -> None:
+        """An output stopped working mid-run: one line now, exit 7 at the end, the rest goes on."""
+        from streamcli.sinks.files import OutputFile
+
+        rest = " (the results go on to stdout)"
+        if error.message.startswith("cannot write to standard output"):
+            files = any(isinstance(s, OutputFile) for s in self.sinks)
+            rest = " (the output files go on)" if files else ""
+        self.output_failures.append(error.message)
+        print(f"streamcli: error: {error.message}{rest}", file=sys.stderr, flush=True)
+
+    def status(self, outcome_status: ExitStatus) -> ExitStatus:
+        """The run's exit status: an output that failed turns a success into 7."""
+        if outcome_status == ExitStatus.OK and self.output_failures:
+            return ExitStatus.OUTPUT
+        return outcome_status
 
     def handle(self, event: ev.Event) -> None:
         if isinstance(event, ev.Error) and self.first_error is None:
@@ -144,7 +166,7 @@ def run_streaming(
         print(f"streamcli: error: {outputs.first_error.message}", file=sys.stderr, flush=True)
     elif outcome.status == ExitStatus.INTERRUPTED:
         print("streamcli: interrupted", file=sys.stderr, flush=True)
-    return int(outcome.status), backends
+    return int(outputs.status(outcome.status)), backends
 
 
 def check_numbers(common: Common) -> None:
@@ -194,8 +216,13 @@ def _run(
             outputs.live.add_audio(len(block) / source.rate)
             if level is not None:
                 outputs.live.level_db = source.level  # type: ignore[attr-defined]
+        nonlocal saver
         if saver is not None:
-            saver.write(block)
+            try:
+                saver.write(block)
+            except StreamcliError as e:
+                saver = None
+                outputs.output_failed(e)
 
     async def main() -> Outcome:
         streams = [
@@ -223,7 +250,10 @@ def _run(
     finally:
         outputs.close()
         if saver is not None:
-            saver.close()
+            try:
+                saver.close()
+            except StreamcliError as e:
+                outputs.output_failed(e)
 
 
 class _AudioSaver:
@@ -232,6 +262,7 @@ class _AudioSaver:
     def __init__(self, path: str, source: AudioSource) -> None:
         import soundfile as sf
 
+        self.path = path
         try:
             self.file = sf.SoundFile(
                 path,
@@ -242,11 +273,33 @@ class _AudioSaver:
                 format="WAV",
             )
         except (OSError, RuntimeError, sf.LibsndfileError) as e:
-            raise UsageError(f"--save-audio {path}: cannot write it ({e})") from None
+            raise UsageError(f"--save-audio {path}: cannot write it ({_reason(e)})") from None
 
     def write(self, block: Any) -> None:
-        self.file.write(block)
-        self.file.flush()
+        import soundfile as sf
+
+        try:
+            self.file.write(block)
+            self.file.flush()
+        except (OSError, RuntimeError, sf.LibsndfileError) as e:
+            with contextlib.suppress(OSError, RuntimeError, sf.LibsndfileError):
+                self.file.close()
+            raise OutputError(f"--save-audio {self.path}: cannot write it ({_reason(e)})") from None
 
     def close(self) -> None:
-        self.file.close()
+        import soundfile as sf
+
+        try:
+            self.file.close()
+        except (OSError, RuntimeError, sf.LibsndfileError) as e:
+            raise OutputError(f"--save-audio {self.path}: cannot write it ({_reason(e)})") from None
+
+
+def _reason(e: BaseException) -> str:
+    """libsndfile says "System error."; errno, when the OS has one, says more."""
+    import soundfile as sf
+
+    code = getattr(e, "errno", None) or getattr(getattr(sf, "_ffi", None), "errno", 0)
+    if isinstance(e, sf.LibsndfileError) and code:
+        return os.strerror(code)
+    return getattr(e, "strerror", None) or str(e).rstrip(".") or type(e).__name__

@@ -452,7 +452,7 @@ def run_command(mode: str, values: dict[str, Any]) -> int:
         print(f"streamcli: error: {outputs.first_error.message}", file=sys.stderr, flush=True)
     elif outcome.status == ExitStatus.INTERRUPTED:
         print("streamcli: interrupted", file=sys.stderr, flush=True)
-    return int(outcome.status)
+    return int(outputs.status(outcome.status))
 
 
 def progress_line(p: ev.Progress) -> str:

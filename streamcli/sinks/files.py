@@ -20,13 +20,14 @@ the file as well.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
 from typing import ClassVar, TextIO
 
 from streamcli import events as ev
-from streamcli.exit import StreamcliError, UsageError
+from streamcli.exit import OutputError, UsageError
 
 FORMATS = ("txt", "jsonl", "srt", "vtt")
 _EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".srt": "srt", ".vtt": "vtt"}
@@ -60,7 +61,13 @@ def format_for(path: str, fmt: str | None = None) -> str:
 def open_output(path: str, fmt: str | None = None) -> OutputFile:
     """Open ``path`` for writing in the format named by ``fmt`` or by its extension."""
     writer = _WRITERS[format_for(path, fmt)]
-    return writer(path, _open_for_writing(path))
+    file = _open_for_writing(path)
+    try:
+        return writer(path, file)
+    except OutputError:  # its first bytes (a VTT header) did not fit
+        with contextlib.suppress(OSError):
+            file.close()
+        raise
 
 
 def _open_for_writing(path: str) -> TextIO:
@@ -87,13 +94,20 @@ class OutputFile:
     def __init__(self, path: str, file: TextIO) -> None:
         self.path = path
         self._file = file
+        self.failed = False
 
     def handle(self, event: ev.Event) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        if self._file.closed:
+            return
+        try:
+            self._file.close()  # closes the file even when its last flush fails
+        except OSError as e:
+            if not self.failed:  # already reported: what failed then fails again here
+                self.failed = True
+                raise self._error(e) from None
 
     def __enter__(self) -> OutputFile:
         return self
@@ -102,11 +116,17 @@ class OutputFile:
         self.close()
 
     def _write(self, text: str) -> None:
+        if self.failed:
+            return
         try:
             self._file.write(text)
             self._file.flush()
         except OSError as e:  # disk full, device gone: a one-line failure, not a traceback
-            raise StreamcliError(f"cannot write {self.path}: {e.strerror or e}") from None
+            self.failed = True
+            raise self._error(e) from None
+
+    def _error(self, e: OSError) -> OutputError:
+        return OutputError(f"cannot write {self.path}: {e.strerror or e}")
 
 
 class TextFile(OutputFile):

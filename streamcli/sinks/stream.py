@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Protocol, TextIO
 
 from streamcli import events as ev
+from streamcli.exit import OutputError
 
 
 class Sink(Protocol):
@@ -41,6 +42,10 @@ class LineWriter:
             _silence(self.out)
             if self.on_broken is not None:
                 self.on_broken()
+        except OSError as e:  # stdout on a full disk: say so; the output files go on
+            self.broken = True
+            _silence(self.out)
+            raise OutputError(f"cannot write to standard output: {e.strerror or e}") from None
 
 
 def _silence(out: TextIO) -> None:
@@ -131,13 +136,32 @@ class StatusSink:
 
 
 class Fanout:
-    def __init__(self, sinks: list[Sink]) -> None:
+    """Every event to every sink. A sink that cannot write (``OutputError``: disk full, stdout
+    gone) is reported to ``on_failure`` once and dropped; the others go on."""
+
+    def __init__(
+        self, sinks: list[Sink], on_failure: Callable[[OutputError], None] | None = None
+    ) -> None:
         self.sinks = sinks
+        self.on_failure = on_failure
 
     def handle(self, event: ev.Event) -> None:
-        for sink in self.sinks:
-            sink.handle(event)
+        for sink in list(self.sinks):
+            try:
+                sink.handle(event)
+            except OutputError as e:
+                self._drop(sink, e)
 
     def close(self) -> None:
-        for sink in self.sinks:
-            sink.close()
+        for sink in list(self.sinks):
+            try:
+                sink.close()
+            except OutputError as e:
+                self._drop(sink, e)
+
+    def _drop(self, sink: Sink, error: OutputError) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+        if self.on_failure is None:
+            raise error
+        self.on_failure(error)
