@@ -16,6 +16,24 @@ import typer
 from streamcli import __version__
 from streamcli.commands import options as o
 
+
+def _flags_show_no_type() -> None:
+    """A flag takes no value, so ``--help`` shows none: Typer's rich help (0.2x) prints a
+    ``<bool>`` beside every flag, ``--help`` and ``--version`` included."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if option is None or shown is None or getattr(shown, "streamcli", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    display_type_rich.streamcli = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flags_show_no_type()
+
 app = typer.Typer(
     name="streamcli",
     help="Stream audio to speech services and watch the results live.",
@@ -75,7 +93,8 @@ def main(
     """Stream audio to speech services and watch the results live.
 
     Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 credentials rejected,
-    4 cannot connect / connection lost, 5 server or protocol error, 6 timed out, 130 interrupted.
+    4 cannot connect / connection lost, 5 server or protocol error, 6 timed out, 7 an output
+    could not be written, 130 interrupted.
     """
 
 

@@ -118,6 +118,7 @@ Outputs = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="FILE",
         help="Write results to FILE (.txt .jsonl .srt .vtt); repeatable.",
         rich_help_panel=OUTPUT,
     ),
