@@ -143,6 +143,28 @@ def test_connect_request_is_signed_when_a_secret_is_given():
     assert VECTOR["client_secret"] in req.secrets and VECTOR["api_key"] in req.secrets
 
 
+def test_the_signed_request_target_is_the_one_aiohttp_sends():
+    from yarl import URL
+
+    c = client(api_key="k", client_secret=VECTOR["client_secret"], created=VECTOR["created"])
+    c.url = "ws://Example.org:80/api/v1/ws?tok=abc%2Fdef%2B%3D&x=%7e"
+    req = c.connect_request()
+    assert req.url == "ws://example.org/api/v1/ws?tok=abc/def%2B%3D&x=~"
+    assert URL(req.url).raw_path_qs == request_target(req.url)  # what goes on the wire
+    assert str(URL(req.url)) == req.url  # sent unchanged
+    signed = sign_request(
+        url=req.url,
+        organization_id=c.organization_id,
+        session_id=c.session_id,
+        correlation_id=c.correlation_id,
+        api_key="k",
+        client_secret=VECTOR["client_secret"],
+        nonce=c.nonce,
+        created=VECTOR["created"],
+    )
+    assert req.headers["Signature"] == signed["Signature"]
+
+
 def test_a_secret_that_is_not_base64_or_has_no_key_is_refused_up_front():
     with pytest.raises(ValueError, match="base64"):
         client(client_secret="not base64 !!", created=1)

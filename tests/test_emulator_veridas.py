@@ -173,6 +173,50 @@ async def test_twilio_media_before_start_is_a_violation(emu):
     await sig.sio.disconnect()
 
 
+async def test_the_full_twilio_message_set_is_accepted_and_its_bookkeeping_checked(emu):
+    from streamcli.backends.twilio import (
+        connected_message,
+        media_message,
+        start_message,
+        stop_message,
+    )
+
+    sig, call_id = await started(emu, "twilio", duration=5.0)
+    sid = "MZ" + "1" * 32
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(emu.url + "/twilio")
+        await ws.send_str(connected_message())
+        await ws.send_str(start_message(call_id, sid))
+        await ws.send_str(media_message(SILENT, sid, sequence=2, chunk=1, timestamp_ms=0))
+        await ws.send_str(stop_message(call_id, sid, sequence=3))
+        await ws.close()
+    await asyncio.sleep(0.1)
+    assert emu.violations == []
+    assert emu.consumers[-1].ended == "stop"
+    await sig.sio.disconnect()
+
+    sig, call_id = await started(emu, "twilio", duration=5.0)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(emu.url + "/twilio")
+        await ws.send_str(start_message(call_id, sid))
+        await ws.send_str(connected_message())
+        await ws.send_str(media_message(SILENT, sid, sequence=3, chunk=2, timestamp_ms=5))
+        await ws.send_str(stop_message(call_id, "MZ" + "2" * 32, sequence=3))
+        await ws.send_str(media_message(SILENT, sid, sequence=4, chunk=2, timestamp_ms=100))
+        await ws.close()
+    await asyncio.sleep(0.1)
+    assert emu.violations == [
+        "twilio: connected after the stream began",
+        "twilio: sequenceNumber '3', expected 2",
+        "twilio: media chunk '2', expected 1",
+        "twilio: media timestamp '5' for 0 samples",
+        "twilio: streamSid missing or changed within the stream",  # the stop
+        "twilio: streamSid missing or changed within the stream",  # the media after it
+        "twilio: 'media' after stop",
+    ]
+    await sig.sio.disconnect()
+
+
 async def test_silence_makes_no_voice_progress(emu):
     sig, call_id = await started(emu, "twilio")
     async with aiohttp.ClientSession() as http:

@@ -111,6 +111,19 @@ def decode_client_secret(client_secret: str) -> bytes:
     return key
 
 
+def wire_url(url: str) -> str:
+    """``url`` as the WebSocket client sends it. aiohttp hands URLs to yarl, which normalizes
+    percent-escapes (``%2F`` -> ``/`` in a query, ``%7e`` -> ``~``); a signature over
+    the typed URL would not match the request target the server receives. yarl's form is a
+    fixed point, so the transport sends this string unchanged."""
+    from yarl import URL  # aiohttp's own URL library (a dependency of aiohttp)
+
+    try:
+        return str(URL(url))
+    except (ValueError, TypeError):
+        return url  # the transport reports the invalid URL
+
+
 def request_target(url: str) -> str:
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -218,6 +231,7 @@ class AudiohookClient(Backend):
         return format_position(self.samples_sent, self.sample_rate)
 
     def connect_request(self) -> ConnectRequest:
+        url = wire_url(self.url)  # sign exactly the request target that goes on the wire
         headers = {
             "Audiohook-Organization-Id": self.organization_id,
             "Audiohook-Session-Id": self.session_id,
@@ -229,7 +243,7 @@ class AudiohookClient(Backend):
             secrets_.append(self.api_key)
         if self.client_secret is not None and self.api_key and self.created is not None:
             signature = sign_request(
-                url=self.url,
+                url=url,
                 organization_id=self.organization_id,
                 session_id=self.session_id,
                 correlation_id=self.correlation_id,
@@ -240,7 +254,7 @@ class AudiohookClient(Backend):
             )
             headers.update(signature)
             secrets_ += [self.client_secret, signature["Signature"]]
-        return ConnectRequest(url=self.url, headers=headers, secrets=tuple(secrets_))
+        return ConnectRequest(url=url, headers=headers, secrets=tuple(secrets_))
 
     def start(self, now: float) -> None:
         if self.state != CONNECTING:

@@ -517,6 +517,20 @@ class VeridasEmulator:
                 continue
             record.messages.append(obj)
             kind = obj.get("event") if isinstance(obj, dict) else None
+            if isinstance(obj, dict):
+                self._check_twilio_bookkeeping(record, obj)
+            if kind == "connected":
+                if session is not None or len(record.messages) > 1:
+                    self._violation("twilio: connected after the stream began")
+                continue
+            if kind == "stop":
+                if session is None:
+                    self._violation("twilio: stop before start")
+                record.ended = "stop"
+                continue
+            if record.ended == "stop":
+                self._violation(f"twilio: {kind!r} after stop")
+                continue
             if kind == "start":
                 if session is not None:
                     self._violation("twilio: a second start")
@@ -550,6 +564,33 @@ class VeridasEmulator:
         record.ended = record.ended or "client closed"
         return ws
 
+    def _check_twilio_bookkeeping(self, record: ConsumerRecord, msg: dict[str, Any]) -> None:
+        """The full Twilio message set numbers what it sends: ``sequenceNumber`` 1, 2, ... after
+        ``connected``, one ``streamSid``, media ``chunk`` 1, 2, ... and ``timestamp`` in step
+        with the audio. A subset client (no ``sequenceNumber``) is not held to it."""
+        if "sequenceNumber" not in msg:
+            return
+        numbered = [m for m in record.messages if isinstance(m, dict) and "sequenceNumber" in m]
+        if msg["sequenceNumber"] != str(len(numbered)):
+            self._violation(
+                f"twilio: sequenceNumber {msg['sequenceNumber']!r}, expected {len(numbered)}"
+            )
+        sids = {m.get("streamSid") for m in numbered}
+        if len(sids) != 1 or None in sids:
+            self._violation("twilio: streamSid missing or changed within the stream")
+        media = msg.get("media")
+        if msg.get("event") == "media" and isinstance(media, dict):
+            chunks = [m for m in numbered if m.get("event") == "media"]
+            samples = len(record.audio)  # audio before this message
+            if media.get("chunk") != str(len(chunks)):
+                self._violation(
+                    f"twilio: media chunk {media.get('chunk')!r}, expected {len(chunks)}"
+                )
+            if media.get("timestamp") != str(samples * 1000 // RATE):
+                self._violation(
+                    f"twilio: media timestamp {media.get('timestamp')!r} for {samples} samples"
+                )
+
     # ---- audiohook consumer ------------------------------------------------------------------
     async def _audiohook(self, request: web.Request) -> web.StreamResponse:
         headers = dict(request.headers)
@@ -570,7 +611,7 @@ class VeridasEmulator:
         record = ConsumerRecord("audiohook", headers)
         if self.audiohook_secret is not None:
             reason = verify_signature(
-                target=request.path_qs,
+                target=request.raw_path,  # as received: what the client signed
                 host=request.host,
                 headers=headers,
                 secret_b64=self.audiohook_secret,

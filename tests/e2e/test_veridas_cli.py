@@ -149,10 +149,9 @@ async def test_register_over_twilio_writes_a_0600_credential_and_never_prints_it
     assert_no_secrets(run, emu)
     assert emu.violations == []
     [consumer] = emu.consumers
-    assert consumer.messages[0] == {
-        "event": "start",
-        "start": {"callSid": events[0]["info"]["call_id"]},
-    }
+    assert consumer.messages[0] == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+    assert consumer.messages[1]["event"] == "start"
+    assert consumer.messages[1]["start"]["callSid"] == events[0]["info"]["call_id"]
     assert emu.initializations[0]["data"]["metadata"]["call_id"] == events[0]["info"]["call_id"]
 
 
@@ -175,6 +174,19 @@ async def test_register_over_audiohook_with_a_signature_and_a_debug_trace_leaks_
     assert f"credential saved to {cred}" in run.stdout
     assert stat.S_IMODE(cred.stat().st_mode) == 0o600
     assert_no_secrets(run, emu)
+
+
+async def test_the_signature_covers_the_request_target_as_it_goes_on_the_wire(emu, voice):
+    # yarl (under aiohttp) sends "%2F" in a query as "/" and "%7e" as "~": sign those bytes.
+    url = ws(emu, "audiohook") + "?tok=abc%2Fdef%2B%3D&x=%7e"
+    run = await veridas(
+        f"register {voice} --url {emu.url} --audio-url '{url}' --audio-protocol audiohook",
+        env=credentials(VERIDAS_AUDIOHOOK_API_KEY=API_KEY, VERIDAS_AUDIOHOOK_SECRET=HOOK_SECRET),
+    )
+    assert run.code == 0, run.stderr
+    [consumer] = emu.consumers
+    assert consumer.signature_ok is True
+    assert emu.violations == []
 
 
 async def test_register_without_credential_out_warns_and_prints_no_credential(emu, voice):
