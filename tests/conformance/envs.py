@@ -86,6 +86,8 @@ MELVIN_REQUIREMENTS = [
 ]
 # asr_server.py's handler takes (websocket, path): websockets dropped that call style in 13.
 VOSK_REQUIREMENTS = ["websockets==12.0"]
+# pipecat's telephony runner as a real Twilio Media Streams consumer (the "pipecat 1.14").
+PIPECAT_REQUIREMENTS = ["pipecat-ai==1.14.0", "fastapi==0.165.0", "uvicorn==0.54.0"]
 AUDIOHOOK_PACKAGES = [
     "typescript@4.9.5",
     "ts-node@10.9.1",
