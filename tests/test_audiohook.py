@@ -358,6 +358,36 @@ def test_pause_holds_the_audio_and_resume_reports_nothing_discarded():
     assert c.ready_for_audio
 
 
+def test_a_repeated_pause_or_resume_is_answered_each_time_a_state_query():
+    c = client()
+    opened(c)
+    for seq, now in ((2, 1.0), (3, 1.1)):
+        c.receive_text(server("pause", seq), now)
+        [paused] = sent(c)
+        assert paused["type"] == "paused" and not c.ready_for_audio
+    assert [e.state for e in c.events_received()] == ["audio-paused"]  # one change of state
+    for seq, now in ((4, 2.0), (5, 2.1)):
+        c.receive_text(server("resume", seq), now)
+        [resumed] = sent(c)
+        assert resumed["type"] == "resumed" and c.ready_for_audio
+        assert resumed["parameters"] == {"start": "PT0S", "discarded": "PT0S"}
+    assert [e.state for e in c.events_received()] == ["audio-open"]
+
+
+def test_opened_with_start_paused_is_answered_with_paused_and_holds_the_audio():
+    c = client()
+    c.start(0.0)
+    c.frames_to_send()
+    media = [{"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}]
+    c.receive_text(server("opened", 1, media=media, startPaused=True), 0.1)
+    [paused] = sent(c)
+    assert (paused["type"], paused["seq"], paused["serverseq"]) == ("paused", 2, 1)
+    assert not c.ready_for_audio
+    assert [e.state for e in c.events_received()] == ["audio-open", "audio-paused"]
+    c.receive_text(server("resume", 2), 0.5)
+    assert sent(c)[0]["type"] == "resumed" and c.ready_for_audio
+
+
 def test_a_clean_close_of_the_socket_ends_quietly_and_an_abrupt_one_is_a_connection_error():
     c = client()
     opened(c)

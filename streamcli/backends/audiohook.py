@@ -377,8 +377,9 @@ class AudiohookClient(Backend):
         self.state = OPEN
         self._open_due = None
         self._ping_due = now + self.ping_interval
-        self.paused = params.get("startPaused") is True
         self._emit(ev.Status, state="audio-open", message="the audio consumer opened the stream")
+        if params.get("startPaused") is True:
+            self._pause()  # the stream begins paused: say so, hold the audio until "resume"
 
     def _on_closed(self, params: dict[str, Any], now: float) -> None:
         if self.state != CLOSING:
@@ -389,19 +390,26 @@ class AudiohookClient(Backend):
     def _on_pong(self, params: dict[str, Any], now: float) -> None:
         self._pending_ping = None
 
+    # A server may send "pause" or "resume" again to ask for the state: every one is answered.
     def _on_pause(self, params: dict[str, Any], now: float) -> None:
-        if self.state == OPEN and not self.paused:
+        if self.state == OPEN:
+            self._pause()
+
+    def _pause(self) -> None:
+        self._send_message("paused", {})
+        if not self.paused:
             self.paused = True
-            self._send_message("paused", {})
             self._emit(
                 ev.Status, state="audio-paused", message="the audio consumer paused the stream"
             )
 
     def _on_resume(self, params: dict[str, Any], now: float) -> None:
-        if self.state == OPEN and self.paused:
+        if self.state != OPEN:
+            return
+        # Audio is held, not dropped, while paused: nothing was discarded.
+        self._send_message("resumed", {"start": self.position, "discarded": "PT0S"})
+        if self.paused:
             self.paused = False
-            # Audio is held, not dropped, while paused: nothing was discarded.
-            self._send_message("resumed", {"start": self.position, "discarded": "PT0S"})
             self._emit(
                 ev.Status, state="audio-open", message="the audio consumer resumed the stream"
             )

@@ -281,9 +281,17 @@ def _check_uuid(option: str, value: str) -> str:
     from streamcli.exit import UsageError
 
     try:
-        return str(uuid.UUID(value))
+        parsed = uuid.UUID(value)
     except ValueError:
         raise UsageError(f"{option} {value!r}: not a UUID") from None
+    # What AudioHook servers take (the reference's uuidRegex): versions 1-5 of the RFC 4122
+    # variant, or the nil UUID. A version 7 is refused there with "Invalid/missing parameters".
+    if parsed.int != 0 and parsed.version not in (1, 2, 3, 4, 5):
+        raise UsageError(
+            f"{option} {value!r}: a UUID of version 1 to 5 is needed (version "
+            f"{parsed.version or 'unknown'} is refused by AudioHook servers); e.g. uuidgen -r"
+        )
+    return str(parsed)
 
 
 def build_config(mode: str, v: dict[str, Any]) -> Any:
@@ -396,6 +404,13 @@ def run_command(mode: str, values: dict[str, Any]) -> int:
     from streamcli.veridas_session import run_veridas
 
     config = build_config(mode, values)
+    if config.request.audio_protocol == "audiohook" and not config.audiohook.api_key:
+        print(
+            "streamcli: warning: no AudioHook API key: servers refuse a connection without "
+            "X-API-KEY (set VERIDAS_AUDIOHOOK_API_KEY)",
+            file=sys.stderr,
+            flush=True,
+        )
     fields = Common.__dataclass_fields__
     common = Common(**{k: v for k, v in values.items() if k in fields})
     source = open_input(common)

@@ -216,6 +216,7 @@ class VeridasEmulator:
         consumer_delay: float = 0.0,
         threshold_db: float = -40.0,
         payload_objects: bool = False,
+        audiohook_start_paused: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.client_id, self.client_secret = client_id, client_secret
@@ -225,6 +226,9 @@ class VeridasEmulator:
         self.consumer_delay = consumer_delay
         self.threshold_db = threshold_db
         self.payload_objects = payload_objects
+        # AudioHook: open paused, then ask the state again ("pause" while paused, "resume"
+        # twice): the spec lets a server re-send them as queries; each must be answered.
+        self.audiohook_start_paused = audiohook_start_paused
         self.issued_tokens: set[str] = set(tokens)
         self.credentials: dict[str, str] = {}  # credential -> call_id
         self.token_requests: list[dict[str, str]] = []
@@ -642,6 +646,8 @@ class _AudiohookServer:
         self.clientseq = 0  # the client's last seq
         self.state = "connected"  # -> open -> (disconnecting) -> closed
         self.session: PeakSession | None = None
+        self.paused = False
+        self.queries: list[str] = []  # what to send after each paused/resumed answer
 
     def violation(self, text: str) -> None:
         self.emu._violation(f"audiohook: {text}")
@@ -682,6 +688,9 @@ class _AudiohookServer:
             self.state = "disconnecting"
         if self.state != "open" or self.session is None:
             return True  # in flight before our disconnect reached the client
+        if self.paused:
+            self.violation("audio while paused")
+            return True
         if await self.emu._take_audio(self.session, data):
             self.record.ended = "enough audio"
             self.state = "disconnecting"
@@ -714,7 +723,9 @@ class _AudiohookServer:
             self.state = "closed"
             await self.ws.close()
             return False
-        elif kind in ("paused", "resumed", "discarded", "update", "error"):
+        elif kind in ("paused", "resumed"):
+            await self.on_answer(kind)
+        elif kind in ("discarded", "update", "error"):
             pass
         else:
             self.violation(f"unknown client message type {kind!r}")
@@ -768,4 +779,17 @@ class _AudiohookServer:
         self.session.consumer = self.record
         self.record.call_id = self.session.call_id
         self.state = "open"
-        await self.send("opened", {"startPaused": False, "media": [AUDIOHOOK_MEDIA]})
+        start_paused = self.emu.audiohook_start_paused
+        if start_paused:
+            self.paused = True
+            self.queries = ["pause", "resume", "resume"]
+        await self.send("opened", {"startPaused": start_paused, "media": [AUDIOHOOK_MEDIA]})
+
+    async def on_answer(self, kind: str) -> None:
+        """A ``paused``/``resumed``: it must say the state we set; then the next query."""
+        if (kind == "paused") != self.paused:
+            self.violation(f"{kind} while the stream is {'paused' if self.paused else 'open'}")
+        if self.queries and self.state == "open":
+            query = self.queries.pop(0)
+            self.paused = query == "pause"
+            await self.send(query, {})

@@ -131,3 +131,13 @@ async def test_a_wrong_client_secret_is_refused_by_the_reference_verifier(audioh
     await asyncio.sleep(0.3)
     seen = summary(log_lines(audiohook, backend.session_id))
     assert seen["verify"]["code"] == "FAILED"
+
+
+async def test_percent_escapes_in_the_url_are_signed_as_they_go_on_the_wire(audiohook, voice):
+    # aiohttp (yarl) sends "%2F" in a query as "/" and "%7e" as "~"; the reference verifies the
+    # request target it received, so we sign that, not what was typed.
+    url = f"ws://127.0.0.1:{audiohook.port}/api/v1/voicebiometrics/ws?tok=abc%2Fdef%2B%3D&x=%7e"
+    backend, events = await run_channel(url, voice, SECRET)
+    assert not [e for e in events if isinstance(e, ev.Error)], events
+    await asyncio.sleep(0.3)
+    assert summary(log_lines(audiohook, backend.session_id))["verify"] == {"code": "VERIFIED"}

@@ -303,6 +303,11 @@ async def test_an_unreachable_service_exits_4(voice):
         ("--audio-url ws://x/y", {}, "no credentials"),
         ("--audio-url ws://x/y --credential-out /nonexistent/me.cred", credentials(), "directory"),
         ("--audio-url ws://x/y --call-id abc", credentials(), "not a UUID"),
+        (  # a version 7 UUID: the AudioHook reference refuses it
+            "--audio-url ws://x/y --call-id 01932c07-2ed4-7e4b-9f1c-5a0d3b8e6f21",
+            credentials(),
+            "a UUID of version 1 to 5 is needed (version 7 is refused by AudioHook servers)",
+        ),
     ],
 )
 async def test_bad_options_exit_2_before_connecting(voice, args, env, message):
@@ -377,3 +382,31 @@ async def test_progress_is_reported_as_voiced_seconds_toward_the_goal(emu, voice
     first = ev.Progress(backend="veridas", value=0.4, goal=1.0, unit="s", percent=40.0)
     assert progress[0] == first
     assert all(e.backend == "veridas" for e in events)
+
+
+async def test_audiohook_start_paused_and_repeated_pause_resume_are_each_answered(voice):
+    e = VeridasEmulator(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, audiohook_start_paused=True
+    )
+    await e.start()
+    try:
+        status, events = await session(e, config(e, "audiohook"), voice)
+    finally:
+        await e.stop()
+    assert status == ExitStatus.OK, events
+    assert e.violations == []
+    [consumer] = e.consumers
+    types = [m["type"] for m in consumer.messages]
+    assert types[:5] == ["open", "paused", "paused", "resumed", "resumed"]
+    assert consumer.audio_seconds >= 1.0  # the audio came after the resume, none while paused
+    states = [x.state for x in events if isinstance(x, ev.Status)]
+    assert "audio-paused" in states
+
+
+async def test_audiohook_without_an_api_key_warns_before_connecting(emu, voice):
+    run = await veridas(f"register {voice} {target(emu, 'audiohook')}", env=credentials())
+    assert run.stderr.splitlines()[0] == (
+        "streamcli: warning: no AudioHook API key: servers refuse a connection without "
+        "X-API-KEY (set VERIDAS_AUDIOHOOK_API_KEY)"
+    )
+    assert run.code == ExitStatus.AUTH  # and this one does refuse it (HTTP 401)
