@@ -93,14 +93,14 @@ class VeridasConfig:
     namespace: str = REGISTER_NAMESPACE
     socketio_path: str = SOCKETIO_PATH
     credential_out: str | None = None
+    collected_audio_out: str | None = None  # result-success's second argument, as received
     audiohook: AudiohookSettings = field(default_factory=AudiohookSettings)
 
     def secrets(self) -> tuple[str, ...]:
         values = [self.client_secret, self.audiohook.api_key, self.audiohook.secret]
         if self.token is not None:
             values.append(self.token.access_token)
-        if isinstance(self.request.credential, str):
-            values.append(self.request.credential)
+        values += credential_secrets(self.request.credential)
         for url in (self.url, self.audio_url, self.token_url):
             values += url_secrets(url)
         return tuple(dict.fromkeys(v for v in values if v))
@@ -150,34 +150,58 @@ async def fetch_token(config: VeridasConfig, options: SessionOptions) -> Token:
 
 
 # ---- the credential file -----------------------------------------------------------------------
-def check_credential_out(path: str) -> None:
-    """Fail before streaming when the credential could not be written."""
+def check_credential_out(path: str, option: str = "--credential-out") -> None:
+    """Fail before streaming when the file (a credential, the collected voice: both private)
+    could not be written."""
     if path == "-":
-        raise UsageError("--credential-out: give a file name (the credential is never printed)")
+        raise UsageError(f"{option}: give a file name (it is private: never printed)")
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
-        raise UsageError(f"--credential-out {path}: is a directory")
+        raise UsageError(f"{option} {path}: is a directory")
     if target.exists() and not target.is_file():
         # /dev/stdout, /dev/full, a FIFO: the file is replaced atomically, never a device.
-        raise UsageError(f"--credential-out {path}: not a regular file")
+        raise UsageError(f"{option} {path}: not a regular file")
     if not parent.is_dir():
-        raise UsageError(f"--credential-out {path}: no such directory {str(parent)!r}")
+        raise UsageError(f"{option} {path}: no such directory {str(parent)!r}")
     if not os.access(parent, os.W_OK):
-        raise UsageError(f"--credential-out {path}: cannot write in {str(parent)!r}")
+        raise UsageError(f"{option} {path}: cannot write in {str(parent)!r}")
+
+
+def credential_secrets(credential: Any) -> list[str]:
+    """What of a credential to mask: the string itself, or every string inside an object."""
+    import json
+
+    if isinstance(credential, str):
+        return [credential]
+    if isinstance(credential, dict | list):
+        values = credential.values() if isinstance(credential, dict) else credential
+        inner = [s for v in values for s in credential_secrets(v) if len(s) >= 8]
+        return [json.dumps(credential), *inner]
+    return []
 
 
 def write_credential(path: str, credential: Any) -> None:
-    """Write atomically, created with mode 0600 (never readable by others, not even briefly)."""
+    """Write atomically, created with mode 0600 (never readable by others, not even briefly).
+    A string is written as it is; an object (or array) as its JSON, read back as an object."""
     import json
 
-    text = credential if isinstance(credential, str) else json.dumps(credential)
+    if isinstance(credential, bytes | bytearray):
+        write_private(path, bytes(credential))
+    elif isinstance(credential, str):
+        write_private(path, credential.encode("utf-8"))
+    else:
+        write_private(path, json.dumps(credential).encode("utf-8"))
+
+
+def write_private(path: str, data: bytes) -> None:
+    """``data`` to ``path`` atomically, the file created with mode 0600."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".credential-", dir=target.parent or Path("."))
+    fd, tmp = tempfile.mkstemp(prefix=".streamcli-", dir=target.parent or Path("."))
     try:
         os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -185,7 +209,11 @@ def write_credential(path: str, credential: Any) -> None:
         raise
 
 
-def read_credential(path: str) -> str:
+def read_credential(path: str) -> Any:
+    """The stored credential: a JSON object or array as that object (it was one when
+    das-Peak sent it), anything else as the text."""
+    import json
+
     try:
         text = Path(path).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -194,7 +222,26 @@ def read_credential(path: str) -> str:
         raise UsageError(f"--credential {path}: cannot read it ({e})") from None
     if not text:
         raise UsageError(f"--credential {path}: the file is empty")
+    if text[0] in "[{":
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(parsed, dict | list):
+            return parsed
     return text
+
+
+def _as_bytes(value: Any) -> bytes:
+    """The collected audio as received: bytes as they are (das-Peak: raw 8 kHz μ-law), text as
+    UTF-8, anything else as its JSON."""
+    import json
+
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return json.dumps(value).encode("utf-8")
 
 
 # ---- the session -------------------------------------------------------------------------------
@@ -262,19 +309,50 @@ class VeridasSession:
             self._emit_tasks.add(task)
             task.add_done_callback(self._emit_tasks.discard)
         for event in self.signalling.events_received():
-            failure = None
-            if isinstance(event, ev.End) and self.signalling.credential is not None:
-                failure = self._save_credential()
-                if failure is not None:  # the result, without claiming a file that is not there
-                    extra = {k: v for k, v in event.extra.items() if k != "credential_file"}
-                    event = dataclasses.replace(event, extra=extra)
+            failures: list[ev.Error] = []
+            if isinstance(event, ev.End):
+                event, failures = self._save_files(event)
             self.emit(event)
-            if failure is not None:
+            for failure in failures:
                 self.emit(failure)
         if self.signalling.consumer_ready:
             self.ready_event.set()
         if self.signalling.finished:
             self.result_event.set()
+
+    def _save_files(self, end: ev.End) -> tuple[ev.End, list[ev.Error]]:
+        """The credential and the collected audio; the result reports only what was saved, and
+        a file that could not be written is exit 7, reported after the result."""
+        failures, extra = [], dict(end.extra)
+        if self.signalling.credential is not None:
+            failure = self._save_credential()
+            if failure is not None:
+                failures.append(failure)
+                extra.pop("credential_file", None)
+        path, audio = self.config.collected_audio_out, self.signalling.collected_audio
+        if path is not None and audio is None:
+            self.emit(
+                ev.Warning(
+                    backend=BACKEND,
+                    message=f"das-Peak sent no collected audio with its result: {path} "
+                    "was not written",
+                )
+            )
+        elif path is not None:
+            data = _as_bytes(audio)
+            try:
+                write_private(path, data)
+            except OSError as e:
+                failures.append(
+                    ev.Error(
+                        backend=BACKEND,
+                        message=f"cannot write the collected audio to {path}: {e.strerror or e}",
+                        kind=ev.OUTPUT,
+                    )
+                )
+            else:
+                extra |= {"collected_audio_file": path, "collected_audio_bytes": len(data)}
+        return dataclasses.replace(end, extra=extra), failures
 
     def _save_credential(self) -> ev.Error | None:
         """Write the credential; a failure is exit 7, reported after the result."""

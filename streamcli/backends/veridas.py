@@ -163,6 +163,7 @@ class VeridasSignalling:
         self.consumer_ready = False
         self.finished = False
         self.credential: Any = None  # from result-success; never put into an event
+        self.collected_audio: Any = None  # result-success's second argument, when it has one
         self.result: dict[str, Any] | None = None
 
     # ---- out ---------------------------------------------------------------------------------
@@ -202,8 +203,8 @@ class VeridasSignalling:
 
     # ---- in ----------------------------------------------------------------------------------
     def receive_event(self, name: str, args: tuple[Any, ...], now: float) -> None:
-        """One server event. Extra arguments (``result-success`` may carry the collected audio)
-        are accepted and ignored."""
+        """One server event. ``result-success`` may carry the collected audio as a second
+        argument: it is kept in ``collected_audio``; other extra arguments are ignored."""
         if self.finished:
             return
         payload = event_payload(args)
@@ -213,6 +214,8 @@ class VeridasSignalling:
         elif name == "info-vad-status":
             self._on_vad(payload)
         elif name == "result-success":
+            if len(args) > 1:
+                self.collected_audio = args[1]
             self._on_success(name, payload)
         elif name.startswith("result-"):
             self._fail(f"das-Peak answered {name}: {describe_payload(payload)}", ev.SERVER, name)

@@ -146,6 +146,16 @@ AudiohookOrg = Annotated[
         show_default=False,
     ),
 ]
+CollectedAudioOut = Annotated[
+    str | None,
+    typer.Option(
+        metavar="FILE",
+        help="Write the audio das-Peak collected (result-success's second argument, as "
+        "received) to FILE, mode 0600.",
+        rich_help_panel=VERIDAS,
+        show_default=False,
+    ),
+]
 
 
 # Options both register and verify take (name, annotated type, default), after their own.
@@ -159,6 +169,7 @@ VERIDAS_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("goal_duration", GoalDuration, 5.0),
     ("model_hash", ModelHash, None),
     ("call_id", CallId, None),
+    ("collected_audio_out", CollectedAudioOut, None),
     ("client_id", ClientId, None),
     ("client_secret", ClientSecret, None),
     ("token", ReadyToken, None),
@@ -353,6 +364,9 @@ def build_config(mode: str, v: dict[str, Any]) -> Any:
             raise UsageError(f"VERIDAS_AUDIOHOOK_SECRET: {e}") from None
 
     credential_out = None
+    collected_audio_out = v["collected_audio_out"]
+    if collected_audio_out is not None:
+        check_credential_out(collected_audio_out, "--collected-audio-out")
     request: RequestSettings
     common = {
         "audio_protocol": protocol,
@@ -387,6 +401,7 @@ def build_config(mode: str, v: dict[str, Any]) -> Any:
         namespace=v["namespace"],
         socketio_path=v["socketio_path"],
         credential_out=credential_out,
+        collected_audio_out=collected_audio_out,
         audiohook=hook,
     )
 

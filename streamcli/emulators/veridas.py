@@ -28,6 +28,9 @@ Switches (constructor keywords; ``streamcli serve veridas`` options):
 - ``consumer_delay``: seconds before ``info-consumer-ready``.
 - ``threshold_db``: frame energy (dBFS) above which audio counts as voice (-40).
 - ``payload_objects``: send payloads as objects instead of JSON strings.
+- ``credential_objects``: the credential is a JSON object (``{"voiceprint", "model_hash"}``),
+  and verify must send that object back, not its text.
+- ``audiohook_start_paused``: the AudioHook consumer opens paused and then queries the state.
 """
 
 from __future__ import annotations
@@ -197,6 +200,13 @@ def verify_signature(
     return None if hmac.compare_digest(want, got) else "signature mismatch"
 
 
+def _credential_key(credential: Any) -> Any:
+    """A credential as the key it is stored under: a string as it is, an object as its JSON."""
+    if isinstance(credential, dict | list):
+        return json.dumps(credential, sort_keys=True, separators=(",", ":"))
+    return credential
+
+
 class VeridasEmulator:
     name = "veridas"
 
@@ -217,6 +227,7 @@ class VeridasEmulator:
         threshold_db: float = -40.0,
         payload_objects: bool = False,
         audiohook_start_paused: bool = False,
+        credential_objects: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.client_id, self.client_secret = client_id, client_secret
@@ -229,6 +240,8 @@ class VeridasEmulator:
         # AudioHook: open paused, then ask the state again ("pause" while paused, "resume"
         # twice): the spec lets a server re-send them as queries; each must be answered.
         self.audiohook_start_paused = audiohook_start_paused
+        self.credential_objects = credential_objects
+        self.collected_audio_argument = True  # result-success carries the audio (2nd argument)
         self.issued_tokens: set[str] = set(tokens)
         self.credentials: dict[str, str] = {}  # credential -> call_id
         self.token_requests: list[dict[str, str]] = []
@@ -352,12 +365,14 @@ class VeridasEmulator:
             data, REGISTER_KEY if mode == "register" else VERIFY_KEY
         )
         credential = request.get("credential") if request is not None else None
+        kind = dict if self.credential_objects else str
         if (
             mode == "verify"
             and problem is None
-            and (not isinstance(credential, str) or not credential)
+            and (not isinstance(credential, kind) or not credential)
         ):
-            problem = f"{VERIFY_KEY}.credential must be the stored credential (a string)"
+            what = "an object" if self.credential_objects else "a string"
+            problem = f"{VERIFY_KEY}.credential must be the stored credential ({what})"
         if problem is not None or request is None:
             self._violation(f"initialize: {problem}")
             await self._emit(sid, namespace, "error-invalid-request", {"content": problem})
@@ -370,7 +385,7 @@ class VeridasEmulator:
             audio_protocol=meta["audio_protocol"],
             mode=mode,
             goal=float(request["audio_total_duration"]) * self.goal_scale,
-            credential=request.get("credential"),
+            credential=_credential_key(request.get("credential")),
         )
         self.sessions[session.call_id] = session
         if self.consumer_delay:
@@ -486,13 +501,14 @@ class VeridasEmulator:
             "content": f"{what}: approved",
         }
         if session.mode == "register":
-            credential = base64.b64encode(secrets.token_bytes(48)).decode("ascii")
-            self.credentials[credential] = session.call_id
+            credential: Any = base64.b64encode(secrets.token_bytes(48)).decode("ascii")
+            if self.credential_objects:
+                credential = {"voiceprint": credential, "model_hash": "emulator"}
+            self.credentials[_credential_key(credential)] = session.call_id
             body["credential"] = credential
         self.results.append(("result-success", body))
-        await self._emit(
-            session.sid, session.namespace, "result-success", body, bytes(session.collected)
-        )
+        extra = (bytes(session.collected),) if self.collected_audio_argument else ()
+        await self._emit(session.sid, session.namespace, "result-success", body, *extra)
 
     def _waiting_session(self, call_id: Any, protocol: str) -> PeakSession | None:
         session = self.sessions.get(call_id) if isinstance(call_id, str) else None

@@ -220,7 +220,7 @@ async def test_a_credential_that_cannot_be_written_is_exit_7_after_the_result(
     out = tmp_path / "me.cred"
     r = await run(*register_args(veridas_emu, speech_wav, out, "4"), env=CLIENT, max_file_bytes=8)
     assert_credential_lost(r, veridas_emu, out, "File too large")
-    assert not out.exists() and list(tmp_path.glob(".credential-*")) == []  # no partial file
+    assert not out.exists() and list(tmp_path.glob(".streamcli-*")) == []  # no partial file
 
 
 async def test_a_credential_directory_removed_mid_run_is_exit_7(veridas_emu, speech_wav, tmp_path):

@@ -410,3 +410,50 @@ async def test_audiohook_without_an_api_key_warns_before_connecting(emu, voice):
         "X-API-KEY (set VERIDAS_AUDIOHOOK_API_KEY)"
     )
     assert run.code == ExitStatus.AUTH  # and this one does refuse it (HTTP 401)
+
+
+async def test_collected_audio_is_kept_and_an_object_credential_stays_an_object(voice, tmp_path):
+    e = VeridasEmulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, credential_objects=True)
+    await e.start()
+    cred, audio = tmp_path / "me.cred", tmp_path / "collected.ulaw"
+    try:
+        registered = await veridas(
+            f"register {voice} {target(e, 'twilio')} --credential-out {cred} "
+            f"--collected-audio-out {audio} --json",
+            env=credentials(),
+        )
+        verified = await veridas(
+            f"verify {voice} {target(e, 'twilio')} --credential {cred} --json",
+            env=credentials(),
+        )
+    finally:
+        await e.stop()
+    assert registered.code == 0, registered.stderr
+    stored = json.loads(cred.read_text())
+    assert set(stored) == {"voiceprint", "model_hash"}  # the object, as das-Peak sent it
+    # result-success's second argument, byte for byte, private like the credential.
+    assert audio.read_bytes() == bytes(e.sessions[e.consumers[0].call_id].collected)
+    assert stat.S_IMODE(audio.stat().st_mode) == 0o600
+    end = registered.events()[-1]
+    assert end["collected_audio_file"] == str(audio)
+    assert end["collected_audio_bytes"] == audio.stat().st_size > 0
+    assert verified.code == 0, verified.stderr  # the emulator takes only the object back
+    assert e.initializations[1]["data"]["verify_request"]["credential"] == stored
+    assert e.violations == []
+    for run in (registered, verified):
+        assert stored["voiceprint"] not in run.stdout + run.stderr
+
+
+async def test_no_collected_audio_with_the_result_is_a_warning(emu, voice, tmp_path):
+    emu.collected_audio_argument = False
+    audio = tmp_path / "collected.ulaw"
+    run = await veridas(
+        f"register {voice} {target(emu, 'twilio')} --collected-audio-out {audio}",
+        env=credentials(),
+    )
+    assert run.code == 0, run.stderr
+    assert (
+        f"streamcli: warning: das-Peak sent no collected audio with its result: {audio} was "
+        "not written"
+    ) in run.stderr.splitlines()
+    assert not audio.exists()
