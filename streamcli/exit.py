@@ -56,6 +56,17 @@ class OutputError(StreamcliError):
     status = ExitStatus.OUTPUT
 
 
+def handshake_refusal(status: int, message: str, who: str = "the server") -> StreamcliError:
+    """What an HTTP status at a WebSocket handshake means: 401/403 credentials, 5xx a
+    (transient) connection failure, anything else a server error."""
+    text = f"{who} refused the connection: HTTP {status}{' ' + message if message else ''}"
+    if status in (401, 403):
+        return AuthError(text)
+    if status >= 500:
+        return ConnectError(text)
+    return ServerError(text)
+
+
 _KIND_TO_STATUS = {
     ev.AUTH: ExitStatus.AUTH,
     ev.CONNECTION: ExitStatus.CONNECTION,

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import random
 import tempfile
 import time
 import uuid
@@ -54,7 +55,7 @@ from streamcli.exit import (
     UsageError,
     status_for_error_kind,
 )
-from streamcli.redact import public_url, redact_url, url_secrets
+from streamcli.redact import mask, public_url, redact_url, url_secrets
 from streamcli.session import (
     Interrupts,
     Outcome,
@@ -107,9 +108,14 @@ class VeridasConfig:
 
 
 # ---- token -------------------------------------------------------------------------------------
-async def fetch_token(config: VeridasConfig, options: SessionOptions) -> Token:
-    """POST the client credentials (form body) to the token endpoint."""
+async def fetch_token(
+    config: VeridasConfig, options: SessionOptions, trace: Tracer | None = None
+) -> Token:
+    """POST the client credentials (form body) to the token endpoint. ``trace`` shows the
+    request and the answer, the secret and the token masked."""
     import aiohttp
+
+    from streamcli.transport.websocket import PermanentConnectError
 
     if config.token is not None:
         return config.token
@@ -121,6 +127,10 @@ async def fetch_token(config: VeridasConfig, options: SessionOptions) -> Token:
     wire = options.wire
     timeout = aiohttp.ClientTimeout(total=wire.connect_timeout * 3, connect=wire.connect_timeout)
     form = token_form(config.client_id, config.client_secret)
+    if trace:
+        shown = {k: (mask(v) if k == "client_secret" else v) for k, v in form.items()}
+        fields = " ".join(f"{k}={v}" for k, v in shown.items())
+        trace(BACKEND, "→", None, f"POST {redact_url(config.token_url)} form {fields}")
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as http,
@@ -131,7 +141,7 @@ async def fetch_token(config: VeridasConfig, options: SessionOptions) -> Token:
     except (aiohttp.InvalidURL, ValueError):
         raise UsageError(f"invalid token URL {redact_url(config.token_url)!r}") from None
     except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as e:
-        raise ConnectError(
+        raise PermanentConnectError(
             f"TLS failure connecting to {where}: {e} "
             "(trust the server's certificate with --ca-file PATH, or skip checks with --insecure)"
         ) from None
@@ -141,6 +151,10 @@ async def fetch_token(config: VeridasConfig, options: SessionOptions) -> Token:
         reason = getattr(getattr(e, "os_error", None), "strerror", None) or str(e)
         raise ConnectError(f"cannot get a token from {where}: {reason}") from None
     result = parse_token_response(status, body)
+    if trace:
+        if isinstance(result, Token):
+            trace.secrets = (*trace.secrets, result.access_token)
+        trace(BACKEND, "←", None, f"HTTP {status} {' '.join(body.split())[:500]}")
     if isinstance(result, TokenFailure):
         message = result.message
         if len(config.client_secret) >= 6:
@@ -272,6 +286,7 @@ class VeridasSession:
         self.audio_failed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._aborting = False
+        self._audio_cut = False  # the feed was stopped before the end of the audio
         self._emit_tasks: set[asyncio.Task[None]] = set()
 
     # ---- events out --------------------------------------------------------------------------
@@ -396,6 +411,8 @@ class VeridasSession:
 
     def _on_audio_event(self, event: ev.Event) -> None:
         """Audio-channel events, told as this backend's; its session start is a status."""
+        if isinstance(event, ev.Status) and event.state == "audio-sent" and self._audio_cut:
+            return
         if isinstance(event, ev.SessionStarted):
             url = event.info.get("url", "")
             event = ev.Status(
@@ -448,6 +465,7 @@ class VeridasSession:
             for t in others:
                 t.cancel()
             if not feeder.done():
+                self._audio_cut = True  # not "all audio sent": the rest is never sent
                 stop_feed.set()
                 await self._stop_feeder(feeder)
         if not feeder.cancelled() and feeder.exception() is not None:
@@ -494,21 +512,56 @@ class VeridasSession:
                 t.cancel()
         return bool(done)
 
+    async def _connect(self) -> None:
+        """The token and the Socket.IO connection. ``--reconnect N`` retries a transient failure
+        here (no connection, HTTP 5xx): no das-Peak session exists yet. Once ``initialize`` is
+        out, a lost connection ends the run (exit 4): das-Peak cannot resume a session on a new
+        connection, and its audio and ``call_id`` belong to the first one."""
+        from streamcli.transport.websocket import PermanentConnectError
+
+        c, attempt = self.config, 0
+        while True:
+            try:
+                token = await fetch_token(c, self.options, self.trace)
+                if not token.type_given:
+                    message = "the token endpoint sent no token_type: sending a Bearer token"
+                    self.emit(ev.Warning(backend=BACKEND, message=message))
+                if self.trace:
+                    self.trace.secrets = (*self.trace.secrets, token.access_token)
+                    where = f"connect {redact_url(c.url)} namespace {c.namespace}"
+                    self.trace(BACKEND, "→", None, where)
+                self.conn = await SignallingConnection.open(
+                    c.url,
+                    namespace=c.namespace,
+                    headers={"Authorization": token.authorization},
+                    on_event=self._on_sio_event,
+                    on_disconnect=self._on_sio_disconnect,
+                    options=self.options.wire,
+                    socketio_path=c.socketio_path,
+                )
+                return
+            except StreamcliError as e:
+                transient = e.status == ExitStatus.CONNECTION and not isinstance(
+                    e, PermanentConnectError
+                )
+                if not transient or attempt >= self.options.reconnect:
+                    raise
+                attempt += 1
+                o = self.options
+                delay = random.uniform(0, min(o.reconnect_cap, o.reconnect_base * 2**attempt))
+                self.emit(
+                    ev.Status(
+                        backend=BACKEND,
+                        state="reconnecting",
+                        message=f"{e.message}: retrying in {delay:.1f} s "
+                        f"({attempt} of {o.reconnect})",
+                    )
+                )
+                await asyncio.sleep(delay)
+
     async def _main(self) -> None:
         c = self.config
-        token = await fetch_token(c, self.options)
-        if self.trace:
-            self.trace.secrets = (*self.trace.secrets, token.access_token)
-            self.trace(BACKEND, "→", None, f"connect {public_url(c.url)} namespace {c.namespace}")
-        self.conn = await SignallingConnection.open(
-            c.url,
-            namespace=c.namespace,
-            headers={"Authorization": token.authorization},
-            on_event=self._on_sio_event,
-            on_disconnect=self._on_sio_disconnect,
-            options=self.options.wire,
-            socketio_path=c.socketio_path,
-        )
+        await self._connect()
         self.emit(
             ev.SessionStarted(
                 backend=BACKEND,

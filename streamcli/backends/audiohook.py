@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 from streamcli import events as ev
 from streamcli.backends.base import Backend, ConnectRequest
+from streamcli.exit import StreamcliError, handshake_refusal
+from streamcli.redact import public_url
 
 PROTOCOL_VERSION = "2"
 MAX_MESSAGE_CHARS = 64 * 1024  # text messages are at most 64 KB (the spec)
@@ -255,6 +257,9 @@ class AudiohookClient(Backend):
             headers.update(signature)
             secrets_ += [self.client_secret, signature["Signature"]]
         return ConnectRequest(url=url, headers=headers, secrets=tuple(secrets_))
+
+    def handshake_error(self, status: int, message: str) -> StreamcliError:
+        return handshake_refusal(status, message, f"the audio consumer {public_url(self.url)}")
 
     def start(self, now: float) -> None:
         if self.state != CONNECTING:

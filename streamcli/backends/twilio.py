@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 from streamcli import events as ev
 from streamcli.backends.base import Backend, ConnectRequest
+from streamcli.exit import StreamcliError, handshake_refusal
+from streamcli.redact import public_url
 
 SAMPLE_RATE = 8000
 TRACK = "inbound"
@@ -117,6 +119,9 @@ class TwilioMediaClient(Backend):
 
     def connect_request(self) -> ConnectRequest:
         return ConnectRequest(url=self.url)
+
+    def handshake_error(self, status: int, message: str) -> StreamcliError:
+        return handshake_refusal(status, message, f"the audio consumer {public_url(self.url)}")
 
     def _next(self) -> int:
         self.sequence += 1

@@ -54,6 +54,7 @@ class Token:
     access_token: str
     token_type: str = "Bearer"
     expires_in: float | None = None
+    type_given: bool = True  # False: the endpoint sent no token_type and Bearer is assumed
 
     @property
     def authorization(self) -> str:
@@ -100,10 +101,19 @@ def parse_token_response(status: int, body: str) -> Token | TokenFailure:
     if 200 <= status < 300:
         if isinstance(data, dict) and isinstance(data.get("access_token"), str):
             token_type = data.get("token_type")
+            given = isinstance(token_type, str) and bool(token_type.strip())
             return Token(
                 access_token=data["access_token"],
-                token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
+                token_type=token_type.strip() if given else "Bearer",
                 expires_in=as_float(data.get("expires_in")),
+                type_given=given,
+            )
+        if data is None:
+            text = " ".join(body.split())[:80]
+            return TokenFailure(
+                "the token endpoint answered without an access_token: its answer is not JSON "
+                f"({text or 'empty'}); check --token-url",
+                ev.PROTOCOL,
             )
         return TokenFailure("the token endpoint answered without an access_token", ev.PROTOCOL)
     reason = _token_error_reason(data, body)
@@ -217,6 +227,8 @@ class VeridasSignalling:
             if len(args) > 1:
                 self.collected_audio = args[1]
             self._on_success(name, payload)
+        elif name.startswith("result-") and not args:
+            self._fail(f"das-Peak answered {name} without a payload", ev.SERVER, name)
         elif name.startswith("result-"):
             self._fail(f"das-Peak answered {name}: {describe_payload(payload)}", ev.SERVER, name)
         elif name.startswith("error-"):

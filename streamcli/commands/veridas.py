@@ -187,6 +187,8 @@ VERIDAS_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("debug", o.Debug, False),
     ("timeout", o.Timeout, 30.0),
     ("connect_timeout", o.ConnectTimeout, 10.0),
+    ("heartbeat", o.Heartbeat, 30.0),
+    ("reconnect", o.Reconnect, 0),
     ("ca_file", o.CaFile, None),
     ("insecure", o.Insecure, False),
 )
@@ -419,6 +421,7 @@ def run_command(mode: str, values: dict[str, Any]) -> int:
     from streamcli.veridas_session import run_veridas
 
     config = build_config(mode, values)
+    warn_plaintext(config)
     if config.request.audio_protocol == "audiohook" and not config.audiohook.api_key:
         print(
             "streamcli: warning: no AudioHook API key: servers refuse a connection without "
@@ -440,11 +443,13 @@ def run_command(mode: str, values: dict[str, Any]) -> int:
             timeout=common.timeout,
             wire=WireOptions(
                 connect_timeout=common.connect_timeout,
+                heartbeat=common.heartbeat or None,
                 ca_file=common.ca_file,
                 insecure=common.insecure,
             ),
             raw=common.raw,
             debug=common.debug,
+            reconnect=common.reconnect,
             duration=None,
         )
         if common.insecure:
@@ -483,6 +488,27 @@ def run_command(mode: str, values: dict[str, Any]) -> int:
     elif outcome.status == ExitStatus.INTERRUPTED:
         print("streamcli: interrupted", file=sys.stderr, flush=True)
     return int(outputs.status(outcome.status))
+
+
+def warn_plaintext(config: Any) -> None:
+    """One line per URL where a credential would cross the network unencrypted: the client
+    secret (token endpoint), the bearer token (Socket.IO), the AudioHook key and signature."""
+    from streamcli.backends.base import ConnectRequest
+    from streamcli.transport.websocket import plaintext_credentials_warning
+
+    token = config.token.access_token if config.token is not None else "token"
+    hook = config.audiohook
+    audio = (hook.api_key, hook.secret) if config.request.audio_protocol == "audiohook" else ()
+    seen = set()
+    for url, secrets in (
+        (config.token_url, (config.client_secret,) if config.token is None else ()),
+        (config.url, (token,)),
+        (config.audio_url, audio),
+    ):
+        warning = plaintext_credentials_warning(ConnectRequest(url=url, secrets=secrets))
+        if warning and warning not in seen:
+            seen.add(warning)
+            print(f"streamcli: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def progress_line(p: ev.Progress) -> str:
@@ -547,13 +573,25 @@ def serve_command(
     consumer_delay: Annotated[
         float, typer.Option(help="Seconds before info-consumer-ready.", min=0.0)
     ] = 0.0,
+    fault: Annotated[
+        str | None,
+        typer.Option(
+            help="Misbehave: token-500, token-500-once, token-not-json, token-no-type, refuse-namespace, "
+            "disconnect-before-ready, disconnect-mid-audio, failure-no-payload, consumer-401, "
+            "consumer-404, consumer-drop.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Veridas das-Peak emulator: token endpoint, Socket.IO, twilio and audiohook consumers."""
 
     def body() -> int:
         from streamcli.cli import run_server
-        from streamcli.emulators.veridas import VeridasEmulator
+        from streamcli.emulators.veridas import FAULTS, VeridasEmulator
+        from streamcli.exit import UsageError
 
+        if fault is not None and fault not in FAULTS:
+            raise UsageError(f"--fault {fault!r}: one of {', '.join(FAULTS)}")
         emu = VeridasEmulator(
             host=host,
             port=port,
@@ -566,6 +604,7 @@ def serve_command(
             no_result=no_result,
             goal_scale=goal_scale,
             consumer_delay=consumer_delay,
+            fault=fault,
         )
         return run_server(lambda: serve_emulator(emu))
 
@@ -584,8 +623,8 @@ async def serve_emulator(emu: Any) -> None:
         f"veridas emulator listening on {emu.url} (Ctrl-C stops it)",
         f"  token endpoint {emu.url}/socket.io/oauth2/token",
         f"  audio consumers {ws}/twilio and {ws}/audiohook",
-        f"  try: VERIDAS_CLIENT_ID=x VERIDAS_CLIENT_SECRET=y streamcli veridas register "
-        f"voice.wav --url {emu.url} --audio-url {ws}/twilio --model-hash test "
+        "  try: VERIDAS_CLIENT_ID=local VERIDAS_CLIENT_SECRET=local-secret streamcli veridas "
+        f"register voice.wav --url {emu.url} --audio-url {ws}/twilio --model-hash test "
         "--credential-out me.cred",
     ):
         print(line, file=sys.stderr, flush=True)

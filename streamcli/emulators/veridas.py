@@ -31,6 +31,12 @@ Switches (constructor keywords; ``streamcli serve veridas`` options):
 - ``credential_objects``: the credential is a JSON object (``{"voiceprint", "model_hash"}``),
   and verify must send that object back, not its text.
 - ``audiohook_start_paused``: the AudioHook consumer opens paused and then queries the state.
+- ``fault``: one misbehaviour (``FAULTS``): the token endpoint answers 500 (always, or
+  once), text that is not
+  JSON, or JSON without ``token_type``; the namespace refuses the connection; the server
+  disconnects the signalling before ``info-consumer-ready`` or in the middle of the audio;
+  ``result-failure`` comes without a payload; an audio consumer refuses the upgrade (HTTP 401,
+  404) or drops the connection (1011) after the first audio.
 """
 
 from __future__ import annotations
@@ -61,6 +67,19 @@ VERIFY_KEY = "verify_request"
 RATE = 8000
 FRAME = RATE // 50  # 20 ms of samples
 PROGRESS_EVERY = RATE // 2  # samples of received audio between info-vad-status events
+FAULTS = (
+    "token-500",
+    "token-500-once",
+    "token-not-json",
+    "token-no-type",
+    "refuse-namespace",
+    "disconnect-before-ready",
+    "disconnect-mid-audio",
+    "failure-no-payload",
+    "consumer-401",
+    "consumer-404",
+    "consumer-drop",
+)
 METADATA_KEYS = (
     "audio_protocol",
     "audio_format",
@@ -228,7 +247,11 @@ class VeridasEmulator:
         payload_objects: bool = False,
         audiohook_start_paused: bool = False,
         credential_objects: bool = False,
+        fault: str | None = None,
     ) -> None:
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
+        self.fault = fault
         self.host, self.port = host, port
         self.client_id, self.client_secret = client_id, client_secret
         self.audiohook_api_key, self.audiohook_secret = audiohook_api_key, audiohook_secret
@@ -295,6 +318,11 @@ class VeridasEmulator:
         form = dict(await request.post())
         fields = {k: str(v) for k, v in form.items()}
         self.token_requests.append(fields)
+        once = self.fault == "token-500-once" and len(self.token_requests) == 1
+        if self.fault == "token-500" or once:
+            return web.Response(status=500, text="upstream identity provider unavailable")
+        if self.fault == "token-not-json":
+            return web.Response(text="<html><body>Welcome</body></html>", content_type="text/html")
         if fields.get("grant_type") != "client_credentials":
             return web.json_response(
                 {
@@ -320,9 +348,10 @@ class VeridasEmulator:
             )
         token = secrets.token_urlsafe(24)
         self.issued_tokens.add(token)
-        return web.json_response(
-            {"token_type": "Bearer", "access_token": token, "expires_in": 300, "scope": ""}
-        )
+        answer = {"token_type": "Bearer", "access_token": token, "expires_in": 300, "scope": ""}
+        if self.fault == "token-no-type":
+            del answer["token_type"]
+        return web.json_response(answer)
 
     # ---- signalling --------------------------------------------------------------------------
     def _make_connect(self, namespace: str) -> Any:
@@ -344,6 +373,8 @@ class VeridasEmulator:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or token not in self.issued_tokens:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized: invalid bearer token")
+        if self.fault == "refuse-namespace":
+            raise socketio.exceptions.ConnectionRefusedError("namespace closed for maintenance")
         if record["transport"] != "websocket":
             self._violation(f"signalling over {record['transport']!r}, not websocket")
 
@@ -390,6 +421,9 @@ class VeridasEmulator:
         self.sessions[session.call_id] = session
         if self.consumer_delay:
             await asyncio.sleep(self.consumer_delay)
+        if self.fault == "disconnect-before-ready":
+            await self.sio.disconnect(sid, namespace=namespace)
+            return
         await self._emit(
             sid,
             namespace,
@@ -465,6 +499,10 @@ class VeridasEmulator:
                 session.voiced_samples += FRAME
         session.collected += mulaw
         session.received += len(mulaw)
+        if self.fault == "disconnect-mid-audio" and session.received >= RATE // 4:
+            session.finished = True
+            await self.sio.disconnect(session.sid, namespace=session.namespace)
+            return True
         while session.received >= session.next_progress:
             session.next_progress += PROGRESS_EVERY
             await self._emit(
@@ -486,6 +524,10 @@ class VeridasEmulator:
         collected = round(session.voiced, 2)
         what = "Registration" if session.mode == "register" else "Verification"
         known = session.mode == "register" or session.credential in self.credentials
+        if self.fault == "failure-no-payload":
+            self.results.append(("result-failure", {}))
+            await self.sio.emit("result-failure", to=session.sid, namespace=session.namespace)
+            return
         if self.reject or not known:
             body = {
                 "authenticity": 0.41,
@@ -518,6 +560,9 @@ class VeridasEmulator:
 
     # ---- twilio consumer ---------------------------------------------------------------------
     async def _twilio(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refused_upgrade()
+        if refused is not None:
+            return refused
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         record = ConsumerRecord("twilio", dict(request.headers))
@@ -573,6 +618,10 @@ class VeridasEmulator:
                     self._violation("twilio: media without a base64 payload")
                     continue
                 record.audio += audio
+                if self.fault == "consumer-drop":
+                    record.ended = "dropped"
+                    await ws.close(code=1011, message=b"consumer failure")
+                    break
                 if await self._take_audio(session, audio):
                     # "When enough audio is captured ... it closes the websocket connection."
                     record.ended = "enough audio"
@@ -612,7 +661,17 @@ class VeridasEmulator:
                 )
 
     # ---- audiohook consumer ------------------------------------------------------------------
+    def _refused_upgrade(self) -> web.Response | None:
+        if self.fault == "consumer-401":
+            return web.Response(status=401, text="consumer: invalid credentials")
+        if self.fault == "consumer-404":
+            return web.Response(status=404, text="consumer: no such path")
+        return None
+
     async def _audiohook(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refused_upgrade()
+        if refused is not None:
+            return refused
         headers = dict(request.headers)
         for name in (
             "Audiohook-Organization-Id",
@@ -707,6 +766,10 @@ class _AudiohookServer:
         if self.paused:
             self.violation("audio while paused")
             return True
+        if self.emu.fault == "consumer-drop":
+            self.record.ended = "dropped"
+            await self.ws.close(code=1011, message=b"consumer failure")
+            return False
         if await self.emu._take_audio(self.session, data):
             self.record.ended = "enough audio"
             self.state = "disconnecting"

@@ -19,9 +19,16 @@ from typing import Any
 import aiohttp
 import socketio
 
-from streamcli.exit import AuthError, ConnectError, ServerError, StreamcliError, UsageError
+from streamcli.exit import (
+    AuthError,
+    ConnectError,
+    ServerError,
+    StreamcliError,
+    UsageError,
+    handshake_refusal,
+)
 from streamcli.redact import public_url
-from streamcli.transport.websocket import WireOptions, handshake_error
+from streamcli.transport.websocket import WireOptions, check_headers
 
 EventCallback = Callable[[str, tuple[Any, ...]], None]
 DisconnectCallback = Callable[[str | None], None]
@@ -57,6 +64,7 @@ class SignallingConnection:
         options: WireOptions,
         socketio_path: str = "socket.io",
     ) -> SignallingConnection:
+        check_headers(headers)  # a token with a line break must not inject a header
         handshake: dict[str, Any] = {}
         trace = aiohttp.TraceConfig()
 
@@ -79,6 +87,9 @@ class SignallingConnection:
             http_session=http,
             request_timeout=options.connect_timeout,
             ssl_verify=not options.insecure,
+            # --heartbeat: WebSocket pings under Engine.IO's own, so a dead peer is found
+            # within seconds rather than Engine.IO's ping interval + timeout (45 s).
+            websocket_extra_options={"heartbeat": options.heartbeat} if options.heartbeat else {},
         )
         conn = cls(sio, http, namespace)
         refusals: list[Any] = []
@@ -113,7 +124,7 @@ class SignallingConnection:
             await conn._shutdown()
             if isinstance(e, asyncio.CancelledError):
                 raise
-            raise _failure(e, url, namespace, refusals, handshake, options) from None
+            raise _failure(e, url, namespace, refusals, handshake, options, socketio_path) from None
         return conn
 
     async def emit(self, event: str, data: Any) -> None:
@@ -147,6 +158,7 @@ def _failure(
     refusals: list[Any],
     handshake: dict[str, Any],
     options: WireOptions,
+    socketio_path: str = "socket.io",
 ) -> BaseException:
     if isinstance(e, StreamcliError):
         return e
@@ -157,7 +169,12 @@ def _failure(
         return refusal_error(namespace, refusals[-1])
     status = handshake.get("status")
     if isinstance(status, int) and status != 101:
-        return handshake_error(status, handshake.get("reason", ""))
+        error = handshake_refusal(
+            status, handshake.get("reason", ""), f"the Socket.IO server {url}"
+        )
+        if status == 404:  # no Socket.IO there: most often the path
+            error.args = (f"{error.message} (check --socketio-path, now {socketio_path!r})",)
+        return error
     cause = handshake.get("exception") or e
     tls_errors = (
         aiohttp.ClientConnectorCertificateError,

@@ -19,7 +19,12 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from streamcli.backends.base import ConnectRequest, Frame
-from streamcli.exit import AuthError, ConnectError, ServerError, StreamcliError, UsageError
+from streamcli.exit import (
+    ConnectError,
+    StreamcliError,
+    UsageError,
+    handshake_refusal,
+)
 from streamcli.redact import public_url
 
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
@@ -92,12 +97,7 @@ def plaintext_credentials_warning(request: ConnectRequest) -> str | None:
 
 def handshake_error(status: int, message: str) -> StreamcliError:
     """Default meaning of an HTTP status at the WebSocket handshake."""
-    text = f"the server refused the connection: HTTP {status}{' ' + message if message else ''}"
-    if status in (401, 403):
-        return AuthError(text)
-    if status >= 500:
-        return ConnectError(text)
-    return ServerError(text)
+    return handshake_refusal(status, message)
 
 
 class WebSocketConnection:
