@@ -193,6 +193,9 @@ class Stream:
             )
         if isinstance(event, ev.Emotion) and event.position is not None:
             return dataclasses.replace(event, position=_plus(event.position, offset))
+        if isinstance(event, ev.End):
+            # What the end reports (a Melvin export) covers this connection only: say from where.
+            return dataclasses.replace(event, extra={**event.extra, "resumed_at": round(offset, 3)})
         return event
 
     def _masked(self, event: ev.Event) -> ev.Event:
@@ -374,6 +377,7 @@ class Stream:
         self._offset = self._given
         self._recent.clear()
         info = {"url": public_url(self.request.url), **getattr(self.backend, "session_info", {})}
+        self.backend.resumed_at = self._offset  # where this connection's audio begins
         if self.sessions > 1:
             info |= {"reconnect": self.sessions - 1, "resumed_at": round(self._offset, 3)}
         self.emit(

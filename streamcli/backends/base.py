@@ -49,6 +49,7 @@ class Backend:
         self._frames: list[Frame] = []
         self._events: list[ev.Event] = []
         self.finished = False  # True once End or a fatal Error was emitted
+        self.resumed_at = 0.0  # set by the session: the input time this connection began at
         self._last_partial: str | None = None
         # The last partial text since the last final: servers may never confirm it (melvin.md:
         # "the last words of a stream may exist only in partials"), so it is reported at the end.

@@ -67,7 +67,18 @@ def run_melvin(
     )
     if status != ExitStatus.OK or not kinds:
         return status
-    ids = [b.export_id for b in backends if isinstance(b, MelvinBackend) and b.export_id]
+    melvins = [b for b in backends if isinstance(b, MelvinBackend) and b.export_id]
+    ids = [b.export_id for b in melvins if b.export_id]
+    for b in melvins:
+        if b.resumed_at and not common.quiet:
+            # Only the connection that ended with eof has an export: Melvin keeps nothing of
+            # a connection that dropped (melvin.md: "client disconnect without eof").
+            print(
+                f"streamcli: the export {b.export_id} holds the last connection only: the input "
+                f"from {b.resumed_at:g} s on (Melvin keeps nothing of a connection that dropped)",
+                file=sys.stderr,
+                flush=True,
+            )
     base = rest_url or default_rest_url(url)
     key = rest_key if rest_key is not None else api_key
     asyncio.run(fetch_exports(base, key, ids, kinds, Path(export_dir), common.quiet))

@@ -576,9 +576,9 @@ def serve_command(
     fault: Annotated[
         str | None,
         typer.Option(
-            help="Misbehave: token-500, token-500-once, token-not-json, token-no-type, refuse-namespace, "
-            "disconnect-before-ready, disconnect-mid-audio, failure-no-payload, consumer-401, "
-            "consumer-404, consumer-drop.",
+            help="Misbehave: token-500, token-500-once, token-not-json, token-no-type, "
+            "refuse-namespace, disconnect-before-ready, disconnect-mid-audio, "
+            "failure-no-payload, consumer-401, consumer-404, consumer-drop.",
             show_default=False,
         ),
     ] = None,

@@ -34,8 +34,7 @@ def emulator(name: str, script: Path | None = None, **switches: Any) -> Any:
         return MelvinEmulator(
             api_keys=[SECRETS["melvin"]["MELVIN_API_KEY"]],
             script=script,
-            rest_port=None,
-            **switches,
+            **{"rest_port": None, **switches},
         )
     if name == "phebi":
         key = SECRETS["phebi"]["PHEBI_SUBSCRIPTION_KEY"]

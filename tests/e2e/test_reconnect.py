@@ -437,3 +437,43 @@ async def test_a_full_outage_buffer_drops_the_oldest_audio_with_a_warning(script
     assert bytes(second.audio) == whole[round(resumed_at * RATE) * 2 :]
     assert 9.2 < resumed_at < 12.2
     assert_on_the_original_timeline(finals_of(got), [LIVE_BURSTS[i] for i in (0, 1, 3)])
+
+
+async def test_export_after_a_reconnect_says_it_holds_the_last_connection(
+    cli, script_file, spaced_wav, tmp_path
+):
+    emu = await melvin_with(
+        script_file, fault="drop-after", fault_after=5.05, fault_count=1, rest_port=0
+    )
+    try:
+        r = await cli(
+            "melvin",
+            str(spaced_wav),
+            "--url",
+            emu.url,
+            "--rest-url",
+            emu.rest_url,
+            "--speed",
+            "8",
+            "--json",
+            "--reconnect",
+            "2",
+            "--export",
+            "audio",
+            "--export-dir",
+            str(tmp_path),
+            env=MELVIN_ENV,
+        )
+    finally:
+        await emu.stop()
+    assert r.code == 0, r.stderr
+    end = events(r.stdout)[-1]
+    first, second = emu.connections
+    assert first.export_id is None and end["export_id"] == second.export_id
+    resumed_at = of_type(events(r.stdout), "session")[1]["info"]["resumed_at"]
+    assert end["resumed_at"] == resumed_at > 4.5
+    assert (
+        f"streamcli: the export {second.export_id} holds the last connection only: the input "
+        f"from {resumed_at:g} s on (Melvin keeps nothing of a connection that dropped)"
+    ) in r.stderr.splitlines()
+    assert (tmp_path / f"{second.export_id}.wav").stat().st_size > 0
