@@ -274,6 +274,14 @@ async def test_veridas_leaks_no_secret_on_success_or_failure(tmp_path, speech_wa
             secrets=[*ALL_SECRETS, *emu.credentials, *emu.issued_tokens, *URL_SECRETS],
         )
     assert "token=URLT…&x=1" in runs[0].stderr  # the audio channel's trace, masked
+    # The token request and its answer are traced, the secret and the token masked.
+    post = next(line for line in runs[0].stderr.splitlines() if "→ POST" in line)
+    assert post.endswith(
+        "/socket.io/oauth2/token form client_id=veridas-client-id client_secret=VERI… "
+        "grant_type=client_credentials"
+    )
+    answer = next(line for line in runs[0].stderr.splitlines() if "← HTTP 200" in line)
+    assert '"access_token": "' in answer and "…" in answer
 
 
 async def veridas(*argv: str, env: dict[str, str]) -> Any:
