@@ -298,7 +298,7 @@ class MelvinEmulator:
                 return
             conn.audio += data
             passes.recognizer.feed(np.frombuffer(data, "<i2"))
-            if await self._fault_mid_stream(ws, conn, queue):
+            if await self._fault_mid_stream(ws, conn, queue, passes):
                 return
             # Like the real server: a pass starts on received audio, one at a time, and runs
             # while further frames are read (the eof race needs exactly that).
@@ -307,9 +307,15 @@ class MelvinEmulator:
                 passes.task = asyncio.ensure_future(self._transcription_pass(ws, conn, passes))
 
     async def _fault_mid_stream(
-        self, ws: web.WebSocketResponse, conn: MelvinConnection, queue: asyncio.Queue
+        self,
+        ws: web.WebSocketResponse,
+        conn: MelvinConnection,
+        queue: asyncio.Queue,
+        passes: _Passes,
     ) -> bool:
-        """Play the mid-stream fault once its time has come; True when the session is over."""
+        """Play the mid-stream fault once its time has come; True when the session is over.
+        A bad message waits for the transcription in flight, so what the client had received
+        before it is the same from run to run (the tests check it was kept)."""
         if (
             self.fault not in MID_STREAM_FAULTS
             or conn.faulted
@@ -320,6 +326,9 @@ class MelvinEmulator:
         conn.faulted = True
         self.faults_done += 1
         fault = self.fault
+        if fault in (*GARBAGE, "garbage-binary", "huge-message") and passes.in_flight():
+            assert passes.task is not None
+            await asyncio.shield(passes.task)
         if fault in GARBAGE:
             await ws.send_str(GARBAGE[fault])
             return False
