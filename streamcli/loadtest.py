@@ -401,11 +401,12 @@ async def run_sessions(
     loop = asyncio.get_running_loop()
     t_start = loop.time()
     tasks = [asyncio.create_task(start_later(i, r)) for i, r in enumerate(runners)]
-    everything = asyncio.gather(*tasks, return_exceptions=True)
+    everything: asyncio.Future[list[Any]] = asyncio.gather(*tasks, return_exceptions=True)
     aborter = asyncio.create_task(interrupts.abort.wait())
     ticker = asyncio.create_task(_tick(lambda: on_progress(test, started))) if on_progress else None
     try:
-        await asyncio.wait({everything, aborter}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {everything, aborter}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not everything.done():
             for t in tasks:
                 t.cancel()

@@ -44,7 +44,7 @@ import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from streamcli import events as ev
 from streamcli.audio.convert import Chunker, Converter, chunk_bytes_for
@@ -835,9 +835,12 @@ async def run_session(
         s._emit_event = record
 
     async def main() -> None:
-        connecting = asyncio.ensure_future(asyncio.gather(*(s.connect() for s in streams)))
-        stopper = asyncio.ensure_future(interrupts.graceful.wait())
-        await asyncio.wait({connecting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        connecting: asyncio.Future[list[bool]] = asyncio.ensure_future(
+            asyncio.gather(*(s.connect() for s in streams))
+        )
+        stopper: asyncio.Future[bool] = asyncio.ensure_future(interrupts.graceful.wait())
+        waiting: set[asyncio.Future[Any]] = {connecting, stopper}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if not connecting.done():  # Ctrl-C while connecting: nothing was sent, stop now
             connecting.cancel()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any
@@ -307,7 +307,7 @@ class MicSource:
         self._queue.put_nowait(None)
 
     # ---- AudioSource ------------------------------------------------------------------------
-    async def blocks(self) -> AsyncIterator[np.ndarray]:
+    async def blocks(self) -> AsyncGenerator[np.ndarray, None]:
         if self._stopping or self._stream is None:
             return
         self._loop = asyncio.get_running_loop()

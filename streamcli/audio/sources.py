@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -30,7 +30,7 @@ class AudioSource(Protocol):
     live: bool  # True when the source is paced by a device clock (microphone)
     label: str
 
-    def blocks(self) -> AsyncIterator[np.ndarray]: ...
+    def blocks(self) -> AsyncGenerator[np.ndarray, None]: ...
 
     def close(self) -> None: ...
 
@@ -76,7 +76,7 @@ class SoundFileSource:
         except (sf.LibsndfileError, RuntimeError) as e:
             raise UsageError(f"{self.label}: cannot decode the audio ({_sf_reason(e)})") from None
 
-    async def blocks(self) -> AsyncIterator[np.ndarray]:
+    async def blocks(self) -> AsyncGenerator[np.ndarray, None]:
         for block in self.iter_sync():
             yield block
 
@@ -108,7 +108,7 @@ class WavStreamSource:
 
         yield from wav.iter_blocks(self._stream, self._fmt, block_frames)
 
-    async def blocks(self) -> AsyncIterator[np.ndarray]:
+    async def blocks(self) -> AsyncGenerator[np.ndarray, None]:
         import asyncio
 
         # A pipe may stall (a live producer): read in a thread so the session keeps running.

@@ -308,6 +308,8 @@ class BodhiBackend(Backend):
         words, bad = _words(meta.get("words"), offset or 0.0)
         if bad:
             self._emit(ev.Warning, message=f"ignored {bad} malformed word(s) in a complete")
+        start: float | None
+        end: float | None
         if words:
             start, end = words[0].start, words[-1].end
         else:

@@ -101,12 +101,12 @@ def parse_token_response(status: int, body: str) -> Token | TokenFailure:
     if 200 <= status < 300:
         if isinstance(data, dict) and isinstance(data.get("access_token"), str):
             token_type = data.get("token_type")
-            given = isinstance(token_type, str) and bool(token_type.strip())
+            given = token_type.strip() if isinstance(token_type, str) else ""
             return Token(
                 access_token=data["access_token"],
-                token_type=token_type.strip() if given else "Bearer",
+                token_type=given or "Bearer",
                 expires_in=as_float(data.get("expires_in")),
-                type_given=given,
+                type_given=bool(given),
             )
         if data is None:
             text = " ".join(body.split())[:80]

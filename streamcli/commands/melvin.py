@@ -191,6 +191,6 @@ def run_demo(common: Common) -> int:
         status, _ = run_streaming(common, "melvin", make)
     finally:
         loop = holder["loop"]
-        loop.call_soon_threadsafe(holder["stop"].set)  # type: ignore[union-attr,attr-defined]
+        loop.call_soon_threadsafe(holder["stop"].set)  # type: ignore[attr-defined]
         thread.join(5)
     return status

@@ -224,6 +224,12 @@ def _run(
                 saver = None
                 outputs.output_failed(e)
 
+    def factory_for(name: str | None) -> Callable[[], Backend]:
+        def make() -> Backend:
+            return make_backend(name)  # a fresh backend per reconnect
+
+        return make
+
     async def main() -> Outcome:
         streams = [
             Stream(
@@ -231,7 +237,7 @@ def _run(
                 outputs.handle,
                 options,
                 channel=i if common.split_channels else None,
-                factory=lambda name=name: make_backend(name),  # a fresh one per reconnect
+                factory=factory_for(name),
             )
             for i, (b, name) in enumerate(zip(backends, names, strict=True))
         ]

@@ -505,7 +505,9 @@ class BodhiEmulator(WebSocketEmulator):
                         record.ended = record.ended or "eos"
                         record.closed_by = record.closed_by or "client"
                         return
-                    kind = "text" if msg.type == WSMsgType.TEXT else "binary"
+                    kind: Literal["text", "binary"] = (
+                        "text" if msg.type == WSMsgType.TEXT else "binary"
+                    )
                     text = msg.data if kind == "text" else None
                     record.frames.append(Frame(kind, len(msg.data), text))
                     record.violations.append(f"{kind} message after eos (ignored)")

@@ -42,6 +42,7 @@ import uuid
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -346,14 +347,14 @@ class MelvinEmulator:
         elif fault == "freeze-after":
             await self._freeze(ws)
         else:
-            transport = ws._req.transport if ws._req is not None else None  # type: ignore[attr-defined]
+            transport = ws._req.transport if ws._req is not None else None
             if transport is not None:
                 transport.abort()
         return True
 
     async def _freeze(self, ws: web.WebSocketResponse) -> None:
         """Neither read nor answer (no pongs either) until the emulator stops (2 min at most)."""
-        transport = ws._req.transport if ws._req is not None else None  # type: ignore[attr-defined]
+        transport = ws._req.transport if ws._req is not None else None
         if transport is not None:
             transport.pause_reading()
         with contextlib.suppress(TimeoutError):
@@ -381,7 +382,9 @@ class MelvinEmulator:
     def _final(self, conn: MelvinConnection, passes: _Passes, words: list[ScriptWord]) -> dict:
         """The next final, re-sending the previous final's cut word and cutting its own last
         word on every other final (quirk)."""
-        result = [{"conf": w.conf, "start": w.start, "end": w.end, "word": w.word} for w in words]
+        result: list[dict[str, Any]] = [
+            {"conf": w.conf, "start": w.start, "end": w.end, "word": w.word} for w in words
+        ]
         if passes.carry is not None:
             result.insert(0, passes.carry)
             passes.carry = None
@@ -406,7 +409,8 @@ class MelvinEmulator:
                 conn.ended = "closed without id (eof race)"
                 await ws.close(code=1000)
                 return
-            await asyncio.wait({passes.task})  # type: ignore[arg-type]
+            assert passes.task is not None
+            await asyncio.wait({passes.task})
         if self.fault == "close-without-id":
             conn.ended = "closed without id"
             await ws.close(code=1000)
@@ -453,7 +457,7 @@ class _Passes:
     recognizer: ScriptedRecognizer
     finals: list[dict] = field(default_factory=list)
     task: asyncio.Future | None = None
-    carry: dict | None = None
+    carry: dict[str, Any] | None = None
 
     def in_flight(self) -> bool:
         return self.task is not None and not self.task.done()

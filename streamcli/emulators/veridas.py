@@ -529,13 +529,13 @@ class VeridasEmulator:
             await self.sio.emit("result-failure", to=session.sid, namespace=session.namespace)
             return
         if self.reject or not known:
-            body = {
+            refused = {
                 "authenticity": 0.41,
                 "voice_audio_collected": collected,
                 "content": f"{what}: rejected",
             }
-            self.results.append(("result-failure", body))
-            await self._emit(session.sid, session.namespace, "result-failure", body)
+            self.results.append(("result-failure", refused))
+            await self._emit(session.sid, session.namespace, "result-failure", refused)
             return
         body: dict[str, Any] = {
             "authenticity": 0.99,

@@ -285,9 +285,11 @@ class CueBuilder:
             start = self._latest_end
             end = start + _reading_ms(texts)
         elif start is None:
+            assert end is not None
             start = max(0, end - _reading_ms(texts))
         elif end is None:
             end = start + _reading_ms(texts)
+        assert start is not None and end is not None
         return _spread(texts, start, max(start, end))
 
 
