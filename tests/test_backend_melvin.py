@@ -305,6 +305,19 @@ def test_melvin_drops_a_word_that_the_next_final_re_sends_with_the_same_start():
     ]
 
 
+def test_melvin_drops_a_run_a_window_cut_made_the_server_confirm_again():
+    # Real server: the window is cut while a transcription runs; that pass's word times are
+    # shifted by the cut, the cutoff misses, and confirmed words come again, later in time.
+    b = started()
+    b.receive_text(final_of(("a", 1.0, 1.2), ("b", 1.3, 1.5), ("c", 1.6, 1.8)), 1.0)
+    b.receive_text(final_of(("b", 4.3, 4.5), ("c", 4.6, 4.8), ("d", 4.9, 5.1)), 2.0)
+    b.receive_text(final_of(("c", 7.6, 7.8), ("d", 7.9, 8.1)), 3.0)
+    assert finals(b) == [
+        ("a b c", [("a", 1.0, 1.2), ("b", 1.3, 1.5), ("c", 1.6, 1.8)]),
+        ("d", [("d", 4.9, 5.1)]),
+    ]
+
+
 def test_melvin_a_final_that_only_repeats_the_cut_word_is_not_reported():
     b = started()
     b.receive_text(final_of(("cut", 12.0, 12.3)), 1.0)

@@ -218,8 +218,9 @@ class MelvinBackend(Backend):
         if not text:
             return
         self._tail = _tail_after(self._tail, text)
-        if words and self._repeats_last_final_word(words[0]):
-            words = words[1:]
+        repeated = self._repeated_run(words)
+        if repeated:
+            words = words[repeated:]
             text = " ".join(w.word for w in words)
             if not text:
                 return
@@ -234,13 +235,27 @@ class MelvinBackend(Backend):
             words=words,
         )
 
-    def _repeats_last_final_word(self, word: ev.Word) -> bool:
+    def _repeated_run(self, words: tuple[ev.Word, ...]) -> int:
+        """How many of a final's first words the previous finals already hold (they are
+        dropped). Two server bugs (melvin.md): the word cut at the window edge comes again with
+        the same start; and when the window is cut while a transcription runs, that pass's
+        word times are shifted by the cut, its cutoff misses, and a whole run of confirmed
+        words is confirmed again, later in time. A run of two or more words that continues
+        exactly where the finals end is such a repeat; one word only with the same start."""
+        said = self._final_words
+        texts = [w.word for w in words]
+        for k in range(min(len(said), len(texts)), 1, -1):
+            if texts[:k] == said[-k:]:
+                return k
         last = self._last_final_word
-        return (
-            last is not None
-            and last.word == word.word
-            and abs(last.start - word.start) <= REPEATED_WORD_START_TOLERANCE
-        )
+        if (
+            words
+            and last is not None
+            and last.word == words[0].word
+            and abs(last.start - words[0].start) <= REPEATED_WORD_START_TOLERANCE
+        ):
+            return 1
+        return 0
 
     def _emit_tail(self) -> None:
         # A partial can repeat words the finals already hold: the word cut at the window edge

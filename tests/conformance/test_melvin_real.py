@@ -114,8 +114,9 @@ async def test_unpaced_sessions_through_window_cuts_repeat_no_word(melvin, tmp_p
         said = [
             w for e in map(json.loads, r.lines) if e["type"] == "final" for w in e["text"].split()
         ]
-        assert len(said) == len(set(said)) and said == [w for w in expected if w in said]
-        assert len(said) >= 34 and said[:10] == expected[:10]
+        context = "\n".join(r.lines) + f"\nstderr:\n{r.stderr}\nserver log:\n{melvin.ws.log()}"
+        assert len(said) == len(set(said)) and said == [w for w in expected if w in said], context
+        assert len(said) >= 34 and said[:10] == expected[:10], context
 
 
 async def test_the_seat_wait_is_shown_and_both_sessions_finish(
