@@ -4,10 +4,11 @@
 
 Input: a 44.1 kHz stereo float WAV; streamcli downmixes and resamples it to 16 kHz mono s16le
 and sends it to a local recording server (``streamcli melvin FILE --no-auth --speed 0``).
-Printed: the streaming rate (audio sent / time from the first to the last frame at the
-server), the whole-process rate (launch to exit, including start-up and Melvin's 1 s eof
-grace after fast audio), and, for comparison, the read + convert pipeline alone in this
-process (no socket).
+Printed: the streaming rate (audio sent / time from the first frame to the last frame of the
+stream at the server; the Melvin client holds its very last frame back for the end phase, so
+that frame is left out), the end phase (last stream frame to the held frame: the server's
+sync answer and idle wait), the whole-process rate (launch to exit, start-up and end phase
+included), and, for comparison, the read + convert pipeline alone in this process (no socket).
 """
 
 from __future__ import annotations
@@ -60,12 +61,15 @@ def main() -> None:
             wall = time.monotonic() - t
             conn = server.connections[0]
             audio = conn.audio_bytes / 2 / 16000
-            span = conn.arrivals[-1] - conn.arrivals[0]
-            stream_rates.append(audio / span)
+            streamed = (conn.audio_bytes - conn.sizes[-1]) / 2 / 16000  # without the held frame
+            span = conn.arrivals[-2] - conn.arrivals[0]
+            end_phase = conn.arrivals[-1] - conn.arrivals[-2]
+            stream_rates.append(streamed / span)
             process_rates.append(audio / wall)
             print(
-                f"  run: {audio:.1f} audio-s; first->last frame {span:.2f} s = "
-                f"{audio / span:.0f}x; launch->exit {wall:.2f} s = {audio / wall:.0f}x"
+                f"  run: {audio:.1f} audio-s; first->last stream frame {span:.2f} s = "
+                f"{streamed / span:.0f}x; end phase {end_phase:.2f} s; "
+                f"launch->exit {wall:.2f} s = {audio / wall:.0f}x"
             )
     best_stream, best_process = max(stream_rates), max(process_rates)
     print(f"streaming rate (best of {args.runs}): {best_stream:.0f}x real time")
