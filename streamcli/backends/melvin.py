@@ -242,11 +242,9 @@ class MelvinBackend(Backend):
         word times are shifted by the cut, its cutoff misses, and a whole run of confirmed
         words is confirmed again, later in time. A run of two or more words that continues
         exactly where the finals end is such a repeat; one word only with the same start."""
-        said = self._final_words
-        texts = [w.word for w in words]
-        for k in range(min(len(said), len(texts)), 1, -1):
-            if texts[:k] == said[-k:]:
-                return k
+        run = _overlap(self._final_words, [w.word for w in words], shortest=2)
+        if run:
+            return run
         last = self._last_final_word
         if (
             words
@@ -264,11 +262,7 @@ class MelvinBackend(Backend):
         # (its word times then miss the cutoff). Drop the longest run of the tail's first words
         # that ends the finals.
         tail = self._tail.split()
-        recent = self._final_words[-len(tail) :] if tail else []
-        for k in range(len(recent), 0, -1):
-            if tail[:k] == recent[-k:]:
-                self._tail = " ".join(tail[k:])
-                break
+        self._tail = " ".join(tail[_overlap(self._final_words, tail) :])
         super()._emit_tail()
 
     def receive_close(self, code: int | None, reason: str, now: float) -> None:
@@ -304,10 +298,17 @@ def _merge_partials(tail: list[str], new: list[str]) -> list[str]:
     during a transcription, and dropped words no final holds) continues it where they overlap."""
     if not tail or new[:2] == tail[:2]:
         return new
-    for k in range(min(len(tail), len(new)), 1, -1):
-        if tail[-k:] == new[:k]:
-            return tail + new[k:]
-    return new
+    k = _overlap(tail, new, shortest=2)
+    return tail + new[k:] if k else new
+
+
+def _overlap(before: list[str], after: list[str], shortest: int = 1) -> int:
+    """The length of the longest run (``shortest`` words at least; else 0) that ends ``before``
+    and starts ``after``."""
+    for k in range(min(len(before), len(after)), shortest - 1, -1):
+        if before[-k:] == after[:k]:
+            return k
+    return 0
 
 
 def _words(result: Any) -> list[ev.Word]:
