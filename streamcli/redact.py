@@ -42,6 +42,16 @@ def is_secret_param(name: str) -> bool:
     return bool(_SECRET_PARAM.search(name))
 
 
+def _query_pairs(query: str) -> list[tuple[str, str | None]]:
+    """``name=value`` pairs as typed, with the percent-decoded value when it is a secret."""
+    pairs: list[tuple[str, str | None]] = []
+    for pair in query.split("&"):
+        name, sep, value = pair.partition("=")
+        secret = sep and value and is_secret_param(unquote(name))
+        pairs.append((pair, unquote(value.replace("+", " ")) if secret else None))
+    return pairs
+
+
 def url_secrets(url: str) -> tuple[str, ...]:
     """The password and the secret query values of ``url``, as typed and percent-decoded."""
     try:
@@ -52,11 +62,9 @@ def url_secrets(url: str) -> tuple[str, ...]:
     found: list[str] = []
     if password:
         found += [password, unquote(password)]
-    for pair in parts.query.split("&"):
-        name, sep, value = pair.partition("=")
-        if sep and value and is_secret_param(unquote(name)):
-            decoded = unquote(value.replace("+", " "))
-            found += [value, decoded, quote(decoded, safe="")]
+    for pair, decoded in _query_pairs(parts.query):
+        if decoded is not None:
+            found += [pair.partition("=")[2], decoded, quote(decoded, safe="")]
     return tuple(dict.fromkeys(s for s in found if s))
 
 
@@ -86,13 +94,8 @@ def redact_url(url: str) -> str:
         userinfo, _, hostport = netloc.rpartition("@")
         user = userinfo.partition(":")[0]
         netloc = f"{user}:{mask(unquote(password))}@{hostport}"
-    query = parts.query
-    if query:
-        shown = []
-        for pair in query.split("&"):
-            name, sep, value = pair.partition("=")
-            if sep and value and is_secret_param(unquote(name)):
-                pair = f"{name}={mask(unquote(value.replace('+', ' ')))}"
-            shown.append(pair)
-        query = "&".join(shown)
+    query = "&".join(
+        pair if decoded is None else f"{pair.partition('=')[0]}={mask(decoded)}"
+        for pair, decoded in _query_pairs(parts.query)
+    )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
