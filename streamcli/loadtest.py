@@ -632,7 +632,7 @@ def run_load_test(common: Common, backend_name: str, make_backend: BackendFactor
     n = common.concurrency
     speaker = common.speakers[0] if common.speakers else None
     backends = [make_backend(speaker) for _ in range(n)]
-    warn_plaintext_credentials(backends[:1])
+    warn_plaintext_credentials(b.connect_request() for b in backends[:1])
     first = backends[0]
     if any((b.sample_rate, b.encoding) != (first.sample_rate, first.encoding) for b in backends):
         raise UsageError("--concurrency: the sessions disagree on the audio format")

@@ -83,6 +83,10 @@ class SessionOptions:
     reconnect_cap: float = 10.0
     backlog_seconds: float = 60.0  # live audio kept while reconnecting
 
+    def backoff_delay(self, attempt: int) -> float:
+        """Seconds before retry ``attempt`` (0 first): exponential backoff with full jitter."""
+        return random.uniform(0, min(self.reconnect_cap, self.reconnect_base * 2**attempt))
+
 
 class Tracer:
     """``--debug`` wire trace on stderr; secrets are masked (``abcd…``)."""
@@ -315,9 +319,7 @@ class Stream:
             return False
         self.retries_left -= 1
         number = self.options.reconnect - self.retries_left
-        delay = random.uniform(
-            0, min(self.options.reconnect_cap, self.options.reconnect_base * 2**attempt)
-        )
+        delay = self.options.backoff_delay(attempt)
         self.emit(
             ev.Status(
                 backend=self.backend.name,

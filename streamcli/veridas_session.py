@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import random
 import tempfile
 import time
 import uuid
@@ -196,16 +195,8 @@ def credential_secrets(credential: Any) -> list[str]:
 
 
 def write_credential(path: str, credential: Any) -> None:
-    """Write atomically, created with mode 0600 (never readable by others, not even briefly).
-    A string is written as it is; an object (or array) as its JSON, read back as an object."""
-    import json
-
-    if isinstance(credential, bytes | bytearray):
-        write_private(path, bytes(credential))
-    elif isinstance(credential, str):
-        write_private(path, credential.encode("utf-8"))
-    else:
-        write_private(path, json.dumps(credential).encode("utf-8"))
+    """The credential to ``path``, mode 0600, as received (``as_bytes``)."""
+    write_private(path, as_bytes(credential))
 
 
 def write_private(path: str, data: bytes) -> None:
@@ -246,9 +237,10 @@ def read_credential(path: str) -> Any:
     return text
 
 
-def _as_bytes(value: Any) -> bytes:
-    """The collected audio as received: bytes as they are (das-Peak: raw 8 kHz μ-law), text as
-    UTF-8, anything else as its JSON."""
+def as_bytes(value: Any) -> bytes:
+    """A value das-Peak sent, to keep in a file as received: bytes as they are (the collected
+    audio: raw 8 kHz μ-law), text as UTF-8, an object (a credential) as its JSON, which
+    ``read_credential`` reads back as the object."""
     import json
 
     if isinstance(value, bytes | bytearray):
@@ -354,7 +346,7 @@ class VeridasSession:
                 )
             )
         elif path is not None:
-            data = _as_bytes(audio)
+            data = as_bytes(audio)
             try:
                 write_private(path, data)
             except OSError as e:
@@ -526,8 +518,7 @@ class VeridasSession:
                 if not token.type_given:
                     message = "the token endpoint sent no token_type: sending a Bearer token"
                     self.emit(ev.Warning(backend=BACKEND, message=message))
-                if self.trace:
-                    self.trace.secrets = (*self.trace.secrets, token.access_token)
+                if self.trace:  # the token is masked already (fetch_token, config.secrets())
                     where = f"connect {redact_url(c.url)} namespace {c.namespace}"
                     self.trace(BACKEND, "→", None, where)
                 self.conn = await SignallingConnection.open(
@@ -546,15 +537,14 @@ class VeridasSession:
                 )
                 if not transient or attempt >= self.options.reconnect:
                     raise
+                delay = self.options.backoff_delay(attempt)
                 attempt += 1
-                o = self.options
-                delay = random.uniform(0, min(o.reconnect_cap, o.reconnect_base * 2**attempt))
                 self.emit(
                     ev.Status(
                         backend=BACKEND,
                         state="reconnecting",
                         message=f"{e.message}: retrying in {delay:.1f} s "
-                        f"({attempt} of {o.reconnect})",
+                        f"({attempt} of {self.options.reconnect})",
                     )
                 )
                 await asyncio.sleep(delay)

@@ -8,12 +8,12 @@ import contextlib
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from streamcli import events as ev
 from streamcli.audio.sources import AudioSource, open_source
-from streamcli.backends.base import Backend
+from streamcli.backends.base import Backend, ConnectRequest
 from streamcli.commands.options import Common
 from streamcli.exit import ExitStatus, OutputError, StreamcliError, UsageError
 from streamcli.session import Interrupts, Outcome, SessionOptions, Stream, run_session
@@ -25,6 +25,7 @@ from streamcli.sinks.stream import (
     RawSink,
     Sink,
     StatusSink,
+    StdoutError,
 )
 from streamcli.transport.websocket import WireOptions, plaintext_credentials_warning
 
@@ -101,7 +102,7 @@ class Outputs:
         from streamcli.sinks.files import OutputFile
 
         rest = " (the results go on to stdout)"
-        if error.message.startswith("cannot write to standard output"):
+        if isinstance(error, StdoutError):
             files = any(isinstance(s, OutputFile) for s in self.sinks)
             rest = " (the output files go on)" if files else ""
         self.output_failures.append(error.message)
@@ -137,7 +138,7 @@ def run_streaming(
     try:
         names = speaker_names(common, source.channels)
         backends = [make_backend(name) for name in names]
-        warn_plaintext_credentials(backends)
+        warn_plaintext_credentials(b.connect_request() for b in backends)
         interrupts = Interrupts()
         outputs = Outputs(common, backend_name, source, on_broken=interrupts.trigger_abort)
         options = SessionOptions(
@@ -182,14 +183,14 @@ def check_numbers(common: Common) -> None:
             raise UsageError(f"{option} {value}: expected a finite number")
 
 
-def warn_plaintext_credentials(backends: list[Backend]) -> None:
-    """One stderr line per URL when credentials would travel unencrypted off this machine."""
+def warn_plaintext_credentials(requests: Iterable[ConnectRequest]) -> None:
+    """One stderr line per host and scheme when credentials would travel unencrypted off this
+    machine."""
     seen: set[str] = set()
-    for backend in backends:
-        request = backend.connect_request()
+    for request in requests:
         warning = plaintext_credentials_warning(request)
-        if warning and request.url not in seen:
-            seen.add(request.url)
+        if warning and warning not in seen:
+            seen.add(warning)
             print(f"streamcli: warning: {warning}", file=sys.stderr, flush=True)
 
 
@@ -290,7 +291,7 @@ class _AudioSaver:
         except (OSError, RuntimeError, sf.LibsndfileError) as e:
             with contextlib.suppress(OSError, RuntimeError, sf.LibsndfileError):
                 self.file.close()
-            raise OutputError(f"--save-audio {self.path}: cannot write it ({_reason(e)})") from None
+            raise self._error(e) from None
 
     def close(self) -> None:
         import soundfile as sf
@@ -298,7 +299,10 @@ class _AudioSaver:
         try:
             self.file.close()
         except (OSError, RuntimeError, sf.LibsndfileError) as e:
-            raise OutputError(f"--save-audio {self.path}: cannot write it ({_reason(e)})") from None
+            raise self._error(e) from None
+
+    def _error(self, e: BaseException) -> OutputError:
+        return OutputError(f"--save-audio {self.path}: cannot write it ({_reason(e)})")
 
 
 def _reason(e: BaseException) -> str:

@@ -414,14 +414,14 @@ def run_command(mode: str, values: dict[str, Any]) -> int:
 
     from streamcli import events as ev
     from streamcli.commands.options import Common
-    from streamcli.commands.run import Outputs, open_input
+    from streamcli.commands.run import Outputs, open_input, warn_plaintext_credentials
     from streamcli.exit import ExitStatus
     from streamcli.session import Interrupts, SessionOptions
     from streamcli.transport.websocket import WireOptions
     from streamcli.veridas_session import run_veridas
 
     config = build_config(mode, values)
-    warn_plaintext(config)
+    warn_plaintext_credentials(credential_requests(config))
     if config.request.audio_protocol == "audiohook" and not config.audiohook.api_key:
         print(
             "streamcli: warning: no AudioHook API key: servers refuse a connection without "
@@ -490,25 +490,20 @@ def run_command(mode: str, values: dict[str, Any]) -> int:
     return int(outputs.status(outcome.status))
 
 
-def warn_plaintext(config: Any) -> None:
-    """One line per URL where a credential would cross the network unencrypted: the client
-    secret (token endpoint), the bearer token (Socket.IO), the AudioHook key and signature."""
+def credential_requests(config: Any) -> list[Any]:
+    """Where a Veridas run sends credentials: the client secret (token endpoint), the bearer
+    token (Socket.IO; always one, fetched or ready), the AudioHook key and signature."""
     from streamcli.backends.base import ConnectRequest
-    from streamcli.transport.websocket import plaintext_credentials_warning
 
-    token = config.token.access_token if config.token is not None else "token"
     hook = config.audiohook
     audio = (hook.api_key, hook.secret) if config.request.audio_protocol == "audiohook" else ()
-    seen = set()
-    for url, secrets in (
-        (config.token_url, (config.client_secret,) if config.token is None else ()),
-        (config.url, (token,)),
-        (config.audio_url, audio),
-    ):
-        warning = plaintext_credentials_warning(ConnectRequest(url=url, secrets=secrets))
-        if warning and warning not in seen:
-            seen.add(warning)
-            print(f"streamcli: warning: {warning}", file=sys.stderr, flush=True)
+    return [
+        ConnectRequest(
+            config.token_url, secrets=(config.client_secret,) if not config.token else ()
+        ),
+        ConnectRequest(config.url, secrets=("bearer token",)),
+        ConnectRequest(config.audio_url, secrets=audio),
+    ]
 
 
 def progress_line(p: ev.Progress) -> str:

@@ -17,6 +17,10 @@ from streamcli import events as ev
 from streamcli.exit import OutputError
 
 
+class StdoutError(OutputError):
+    """Standard output failed (not a closed pipe: a full disk, a device error)."""
+
+
 class Sink(Protocol):
     def handle(self, event: ev.Event) -> None: ...
 
@@ -45,7 +49,7 @@ class LineWriter:
         except OSError as e:  # stdout on a full disk: say so; the output files go on
             self.broken = True
             _silence(self.out)
-            raise OutputError(f"cannot write to standard output: {e.strerror or e}") from None
+            raise StdoutError(f"cannot write to standard output: {e.strerror or e}") from None
 
 
 def _silence(out: TextIO) -> None:
