@@ -1,20 +1,20 @@
 """The Typer app: one command per backend, plus serve, demo, devices and config.
 
 Start-up matters: this module imports only typer and the small option module; each command
-imports what it needs when it runs. ``guarded`` is the one place where failures become exit
-codes and one clear stderr line (the model: httpie's ``main()``/``program()`` split).
+imports what it needs when it runs. ``commands.guard.guarded`` is the one place where failures
+become exit codes and one clear stderr line (the model: httpie's ``main()``/``program()`` split).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from streamcli import __version__
 from streamcli.commands import options as o
+from streamcli.commands.guard import common_from, guarded, run_server
 
 
 def _flags_show_no_type() -> None:
@@ -47,35 +47,6 @@ serve_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(serve_app)
-
-
-def guarded(fn: Callable[[], int | None], debug: bool = False) -> None:
-    """Run a command body: StreamcliError -> its exit code and one line; never a traceback."""
-    from streamcli.exit import ExitStatus, StreamcliError
-
-    try:
-        code = fn() or 0
-    except StreamcliError as e:
-        print(f"streamcli: error: {e.message}", file=sys.stderr, flush=True)
-        code = int(e.status)
-    except KeyboardInterrupt:
-        print("streamcli: interrupted", file=sys.stderr, flush=True)
-        code = int(ExitStatus.INTERRUPTED)
-    except (typer.Exit, typer.Abort, SystemExit):
-        raise
-    except Exception as e:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"streamcli: internal error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        code = int(ExitStatus.ERROR)
-    raise typer.Exit(code)
-
-
-def common_from(values: dict[str, Any]) -> o.Common:
-    """The shared options from a command's ``locals()`` (with ``ctx``: which ones were typed)."""
-    return o.Common.from_values(values, values.get("ctx"))
 
 
 def _version(value: bool) -> None:
@@ -221,20 +192,6 @@ def serve_melvin(
         return run_server(lambda: serve_forever(emu, [NO_RECOGNIZER]))
 
     guarded(body)
-
-
-def run_server(run: Callable[[], Any]) -> int:
-    import asyncio
-
-    from streamcli.exit import ConnectError
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        return 0
-    except OSError as e:
-        raise ConnectError(f"cannot listen: {e.strerror or e}") from None
-    return 0
 
 
 # ---- devices ------------------------------------------------------------------------------------

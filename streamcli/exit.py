@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 from streamcli import events as ev
 
@@ -80,3 +81,27 @@ _KIND_TO_STATUS = {
 
 def status_for_error_kind(kind: str) -> ExitStatus:
     return _KIND_TO_STATUS.get(kind, ExitStatus.SERVER)
+
+
+def kind_for_status(status: ExitStatus) -> str:
+    return {
+        ExitStatus.AUTH: ev.AUTH,
+        ExitStatus.CONNECTION: ev.CONNECTION,
+        ExitStatus.TIMEOUT: ev.TIMEOUT,
+        ExitStatus.USAGE: ev.USAGE,
+    }.get(status, ev.SERVER)
+
+
+# When several sessions fail differently, the exit code names the most specific cause (last).
+SEVERITY = (
+    ExitStatus.TIMEOUT,
+    ExitStatus.SERVER,
+    ExitStatus.CONNECTION,
+    ExitStatus.AUTH,
+    ExitStatus.USAGE,
+)
+
+
+def worst_status(statuses: Iterable[ExitStatus], default: ExitStatus = ExitStatus.OK) -> ExitStatus:
+    """The status that explains a run best: the most specific of the failures."""
+    return max(statuses, key=lambda s: SEVERITY.index(s) if s in SEVERITY else -1, default=default)

@@ -3,8 +3,8 @@
 Theory of operation. (1) An OAuth2 token (or a ready one). (2) The signalling channel
 (Socket.IO) connects and emits ``initialize``; its events go through the sans-I/O
 ``VeridasSignalling`` machine. (3) On ``info-consumer-ready`` only, the audio channel opens:
-a plain WebSocket run by a ``session.Stream`` around the Twilio or AudioHook client, fed by
-``session.feed`` (8 kHz μ-law, paced). (4) The audio stops when the result arrives, when the
+a plain WebSocket run by an ``engine.session.Session`` around the Twilio or AudioHook client, fed by
+``engine.feed`` (8 kHz μ-law, paced). (4) The audio stops when the result arrives, when the
 consumer closes, or when the source ends; then the session waits for the result, at most
 ``timeout`` seconds. A result-success writes the credential to its file (mode 0600) before
 the ``end`` event goes out; the credential itself never reaches an event, a trace or a log.
@@ -47,23 +47,19 @@ from streamcli.backends.veridas import (
     redact,
     token_form,
 )
+from streamcli.engine.feed import feed, stop_feed
+from streamcli.engine.interrupts import Interrupts
+from streamcli.engine.run import Outcome, Schedule, run_sessions
+from streamcli.engine.session import Session, SessionOptions, Tracer
 from streamcli.exit import (
     ConnectError,
     ExitStatus,
     StreamcliError,
     UsageError,
+    kind_for_status,
     status_for_error_kind,
 )
 from streamcli.redact import mask, public_url, redact_url, url_secrets
-from streamcli.session import (
-    Interrupts,
-    Outcome,
-    SessionOptions,
-    Stream,
-    Tracer,
-    feed,
-    kind_for_status,
-)
 from streamcli.transport.socketio import SignallingConnection
 
 EventHandler = Callable[[ev.Event], None]
@@ -270,14 +266,13 @@ class VeridasSession:
         self.signalling = VeridasSignalling(config.request, credential_file=config.credential_out)
         self.trace = Tracer(config.secrets()) if options.debug else None
         self.conn: SignallingConnection | None = None
-        self.stream: Stream | None = None
+        self.stream: Session | None = None
         self.errors: list[ev.Error] = []
         self.result_event = asyncio.Event()  # the signalling machine finished (result or error)
         self.ready_event = asyncio.Event()  # info-consumer-ready
         self.audio_error: ev.Error | None = None
         self.audio_failed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-        self._aborting = False
         self._audio_cut = False  # the feed was stopped before the end of the audio
         self._emit_tasks: set[asyncio.Task[None]] = set()
 
@@ -428,14 +423,14 @@ class VeridasSession:
     async def _stream_audio(self) -> None:
         """Open the audio channel and feed it until the source ends or something stops it."""
         backend = self._make_audio_backend()
-        stream = Stream(backend, self._on_audio_event, self.options)
+        stream = Session(backend, self._on_audio_event, self.options)
         self.stream = stream
         if not await stream.connect():
             if self.audio_error is not None:
                 self.emit(self.audio_error)  # the consumer is unreachable: no reason to wait
             return
         self._runner = asyncio.create_task(stream.run())
-        stop_feed = asyncio.Event()
+        cut = asyncio.Event()
         feeder = asyncio.create_task(
             feed(
                 self.source,
@@ -443,7 +438,7 @@ class VeridasSession:
                 Pacer(0.0 if self.source.live else self.options.speed),
                 self.options.chunk_ms,
                 self.options.duration,
-                stop_feed,
+                cut,
                 self.on_audio,
             )
         )
@@ -458,31 +453,20 @@ class VeridasSession:
                 t.cancel()
             if not feeder.done():
                 self._audio_cut = True  # not "all audio sent": the rest is never sent
-                stop_feed.set()
-                await self._stop_feeder(feeder)
+                cut.set()
+                await stop_feed(self.source, feeder, drain=1.0)
         if not feeder.cancelled() and feeder.exception() is not None:
             exc = feeder.exception()
             self._error(str(exc), ev.USAGE if isinstance(exc, StreamcliError) else ev.SERVER)
         if not backend.finished:
             stream.end_audio()  # twilio: close the socket; audiohook: close -> closed
 
-    async def _stop_feeder(self, feeder: asyncio.Task[None]) -> None:
-        stop_capture = getattr(self.source, "stop", None)
-        if self.source.live and stop_capture is not None:
-            stop_capture()  # a live source drains what it captured, then ends
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(feeder), 1.0)
-        if not feeder.done():
-            feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await feeder
-
     async def _close_audio(self) -> None:
         """Let the audio channel close cleanly for a moment, then drop it."""
         stream, runner = self.stream, self._runner
         if stream is None or runner is None:
             return
-        if not self._aborting:
+        if not self.interrupts.abort.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(runner), AUDIO_CLOSE_WAIT)
         if not runner.done():
@@ -586,29 +570,19 @@ class VeridasSession:
                 f"no result from das-Peak within {timeout:g} s after the audio ended", ev.TIMEOUT
             )
 
-    async def run(self) -> Outcome:
-        """Run the whole flow; never raises StreamcliError."""
-        self.interrupts.install()
-        task = asyncio.create_task(self._guarded_main())
-        aborter = asyncio.create_task(self.interrupts.abort.wait())
-        try:
-            await asyncio.wait({task, aborter}, return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
-                self._aborting = True
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                if self.interrupts.output_closed:
-                    return Outcome(ExitStatus.OK, interrupted=True)
-                return Outcome(ExitStatus.INTERRUPTED, interrupted=True)
-            task.result()
-        finally:
-            aborter.cancel()
-            self.interrupts.uninstall()
+    # ---- as an engine job (``engine.run.run_sessions``) ---------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """The whole flow; ``stop`` (the first Ctrl-C) is ``interrupts.graceful``, which the
+        flow watches itself. Never raises StreamcliError."""
+        await self._guarded_main()
+
+    def abort(self) -> None:
+        """Cancelled (a second Ctrl-C): the audio channel was dropped without its close wait."""
+
+    def outcome(self, interrupted: bool) -> Outcome:
         status = ExitStatus.OK
         if self.errors:
             status = status_for_error_kind(self.errors[0].kind)
-        interrupted = self.interrupts.count > 0
         if interrupted and status == ExitStatus.OK and not self.signalling.finished:
             status = ExitStatus.INTERRUPTED
         return Outcome(status, interrupted=interrupted)
@@ -639,4 +613,14 @@ async def run_veridas(
     interrupts: Interrupts | None = None,
     on_audio: Callable[[object], None] | None = None,
 ) -> Outcome:
-    return await VeridasSession(source, config, options, emit, interrupts, on_audio).run()
+    """One register/verify run: the Veridas flow as the one job of ``engine.run.run_sessions``."""
+    interrupts = interrupts or Interrupts()
+    session = VeridasSession(source, config, options, emit, interrupts, on_audio)
+    report = await run_sessions([session], Schedule(), interrupts)
+    if report.aborted:
+        status = ExitStatus.OK if interrupts.output_closed else ExitStatus.INTERRUPTED
+        return Outcome(status, interrupted=True)
+    error = report.states[0].error
+    if error is not None:
+        raise error
+    return session.outcome(report.interrupted)

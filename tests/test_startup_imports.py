@@ -87,7 +87,11 @@ def test_zsh_completion_imports_no_heavy_library():
 def test_the_probe_would_notice_a_heavy_import():
     # Guard against a probe that can never fail: importing the session loads aiohttp.
     done = subprocess.run(
-        [sys.executable, "-c", "import sys, streamcli.session; print('aiohttp' in sys.modules)"],
+        [
+            sys.executable,
+            "-c",
+            "import sys, streamcli.engine.session; print('aiohttp' in sys.modules)",
+        ],
         capture_output=True,
         text=True,
         check=True,

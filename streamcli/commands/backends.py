@@ -111,7 +111,7 @@ def phebi(
     speakers: PhebiSpeakers = None,
 ) -> None:
     """Stream to Phebi-Live: live transcription and emotions, one socket per speaker."""
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     def body() -> int:
         from streamcli.backends.phebi import PhebiBackend
@@ -259,7 +259,7 @@ def bodhi(
     ] = 3.0,
 ) -> None:
     """Stream to Navana Bodhi (streaming ASR for Indian languages; 8 kHz telephony models)."""
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     def body() -> int:
         from streamcli.backends.bodhi import BodhiBackend, check_customer_id
@@ -334,7 +334,7 @@ def vosk(
     ] = 16000,
 ) -> None:
     """Stream to a Vosk server (alphacep/vosk-server, open source, offline)."""
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     def body() -> int:
         from streamcli.backends.vosk import VoskBackend
@@ -356,7 +356,7 @@ Script = Annotated[str | None, typer.Option(help="Transcript whose sentences bec
 
 
 def _serve_emulator(make: Callable[[], Any], banner: list[str]) -> int:
-    from streamcli.cli import run_server
+    from streamcli.commands.guard import run_server
     from streamcli.emulators.common import NO_RECOGNIZER, serve_forever
 
     emulator = make()
@@ -393,7 +393,7 @@ def serve_phebi(
 ) -> None:
     """Phebi-Live emulator: /sockets/live/{project}/{session}/{speaker}, strict about the WAV
     header and the 0x01 end byte; transcription, interim text and emotions."""
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     def body() -> int:
         from streamcli.emulators.phebi import PhebiEmulator
@@ -461,7 +461,7 @@ def serve_bodhi(
 ) -> None:
     """Navana Bodhi emulator: x-api-key/x-customer-id headers, one JSON config, raw PCM,
     {"eof": 1}; partial/complete segments, eos, and the idle close."""
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     def body() -> int:
         from streamcli.emulators.bodhi import BodhiEmulator
@@ -511,7 +511,7 @@ def serve_vosk(
 ) -> None:
     """Vosk server emulator (alphacep/vosk-server): optional config, raw PCM, EOF exactly
     {"eof" : 1}; one reply per audio message."""
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     def body() -> int:
         from streamcli.emulators.vosk import VoskEmulator

@@ -131,14 +131,14 @@ def show_command(
 
     Precedence, first wins: option > environment > profile > config file > built-in default.
     """
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     guarded(lambda: _show(backend, profile, config, as_json, no_color))
 
 
 def path_command(config: ConfigOpt = None) -> None:
     """Print the path of the configuration file (whether or not it exists)."""
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     def body() -> int:
         from streamcli.config import default_path

@@ -9,9 +9,13 @@ import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from streamcli.engine.session import SessionOptions
+    from streamcli.specs import InputSpec, LoadSpec, OutputSpec
 
 INPUT = "Input"
 OUTPUT = "Output"
@@ -273,6 +277,62 @@ class Common:
                 not in ("DEFAULT", "DEFAULT_MAP")
             )
         return cls(**picked)
+
+    # ---- the typed configs everything below ``commands/`` works on ----------------------------
+    def input_spec(self) -> InputSpec:
+        from streamcli.specs import InputSpec
+
+        return InputSpec(
+            path=self.input,
+            mic=self.mic,
+            device=self.device,
+            split_channels=self.split_channels,
+            speakers=tuple(self.speakers),
+            save_audio=self.save_audio,
+        )
+
+    def output_spec(self) -> OutputSpec:
+        from streamcli.specs import OutputSpec
+
+        return OutputSpec(
+            json=self.json,
+            raw=self.raw,
+            quiet=self.quiet,
+            no_color=self.no_color,
+            files=tuple(self.outputs),
+            format=self.format,
+            label_speakers=self.split_channels,
+        )
+
+    def session_options(self) -> SessionOptions:
+        from streamcli.engine.session import SessionOptions
+        from streamcli.transport.websocket import WireOptions
+
+        return SessionOptions(
+            speed=self.speed,
+            chunk_ms=self.chunk_ms,
+            timeout=self.timeout,
+            wire=WireOptions(
+                connect_timeout=self.connect_timeout,
+                heartbeat=self.heartbeat or None,
+                ca_file=self.ca_file,
+                insecure=self.insecure,
+            ),
+            raw=self.raw,
+            debug=self.debug,
+            duration=self.duration,
+            reconnect=self.reconnect,
+        )
+
+    def load_spec(self) -> LoadSpec:
+        from streamcli.specs import LoadSpec
+
+        return LoadSpec(
+            concurrency=self.concurrency,
+            ramp=self.ramp,
+            repeat=self.repeat,
+            max_p95_latency=self.max_p95_latency,
+        )
 
 
 # Every streaming command takes these (name, annotated type, default), in this order.

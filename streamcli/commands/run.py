@@ -1,12 +1,11 @@
-"""The runner behind every WebSocket backend command: options -> source, streams, sinks ->
-session -> exit status. Heavy imports live here, not in cli.py, so --help stays fast."""
+"""The runner behind every WebSocket backend command: options -> typed configs (``InputSpec``,
+``OutputSpec``, ``SessionOptions``, ``LoadSpec``) -> source, sessions, outputs -> ``engine`` ->
+exit status. Heavy imports live here, not in cli.py, so --help stays fast."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,114 +14,42 @@ from streamcli import events as ev
 from streamcli.audio.sources import AudioSource, open_source
 from streamcli.backends.base import Backend, ConnectRequest
 from streamcli.commands.options import Common
-from streamcli.exit import ExitStatus, OutputError, StreamcliError, UsageError
-from streamcli.session import Interrupts, Outcome, SessionOptions, Stream, run_session
-from streamcli.sinks.stream import (
-    Fanout,
-    JsonLinesSink,
-    LineWriter,
-    PlainTextSink,
-    RawSink,
-    Sink,
-    StatusSink,
-    StdoutError,
-)
-from streamcli.transport.websocket import WireOptions, plaintext_credentials_warning
+from streamcli.engine.interrupts import Interrupts
+from streamcli.engine.run import Outcome, run_source
+from streamcli.engine.session import Session, SessionOptions
+from streamcli.exit import ExitStatus, StreamcliError, UsageError
+from streamcli.sinks.outputs import AudioSaver, Outputs
+from streamcli.specs import InputSpec
+from streamcli.transport.websocket import plaintext_credentials_warning
 
 BackendFactory = Callable[[str | None], Backend]
 
 
-def open_input(common: Common) -> AudioSource:
-    if common.mic and common.input is not None:
+def open_input(spec: InputSpec) -> AudioSource:
+    if spec.mic and spec.path is not None:
         raise UsageError("give either INPUT or --mic, not both")
-    if common.mic:
+    if spec.mic:
         from streamcli.audio.mic import MicSource, select_device
 
-        device = select_device(common.device)
-        channels = max(2, len(common.speakers)) if common.split_channels else None
+        device = select_device(spec.device)
+        channels = max(2, len(spec.speakers)) if spec.split_channels else None
         return MicSource(device=device, want_rate=16000, channels=channels)
-    if common.input is None:
+    if spec.path is None:
         raise UsageError("missing INPUT: give an audio file, '-' for stdin, or --mic")
-    return open_source(common.input)
+    return open_source(spec.path)
 
 
-def speaker_names(common: Common, channels: int) -> list[str | None]:
-    if not common.split_channels:
-        if len(common.speakers) > 1:
+def speaker_names(spec: InputSpec, channels: int) -> list[str | None]:
+    if not spec.split_channels:
+        if len(spec.speakers) > 1:
             raise UsageError("several --speaker names need --split-channels (one per channel)")
-        return [common.speakers[0] if common.speakers else None]
-    if common.speakers and len(common.speakers) != channels:
+        return [spec.speakers[0] if spec.speakers else None]
+    if spec.speakers and len(spec.speakers) != channels:
         raise UsageError(
             f"--split-channels: the input has {channels} channel(s) but "
-            f"{len(common.speakers)} --speaker name(s) were given"
+            f"{len(spec.speakers)} --speaker name(s) were given"
         )
-    return list(common.speakers) or [f"channel{i + 1}" for i in range(channels)]
-
-
-class Outputs:
-    """All sinks of a run: stdout, stderr status, the live view, output files."""
-
-    def __init__(
-        self, common: Common, backend: str, source: AudioSource, on_broken: Callable[[], None]
-    ):
-        self.sinks: list[Sink] = []
-        self.live: Any = None
-        stdout_tty = sys.stdout.isatty()
-        writer = LineWriter(sys.stdout, on_broken)
-        if common.raw:
-            self.sinks.append(RawSink(writer))
-        elif common.json:
-            self.sinks.append(JsonLinesSink(writer))
-        elif stdout_tty and not common.quiet:
-            from rich.console import Console
-
-            from streamcli.sinks.live import LiveView
-
-            no_color = common.no_color or "NO_COLOR" in os.environ
-            console = Console(file=sys.stdout, no_color=no_color, highlight=False, markup=False)
-            self.live = LiveView(console, backend, duration=source.duration)
-            self.sinks.append(self.live)
-        else:
-            self.sinks.append(PlainTextSink(writer, label_speakers=common.split_channels))
-        if self.live is None:
-            self.sinks.append(StatusSink(quiet=common.quiet or common.json or common.raw))
-        self.first_error: ev.Error | None = None
-        self.output_failures: list[str] = []
-        for path in common.outputs:
-            from streamcli.sinks.files import open_output
-
-            try:
-                self.sinks.append(open_output(path, common.format))
-            except OutputError as e:  # opened, but its first bytes (a VTT header) did not fit
-                self.output_failed(e)
-        self.fanout = Fanout(self.sinks, on_failure=self.output_failed)
-
-    def output_failed(self, error: StreamcliError) -> None:
-        """An output stopped working mid-run: one line now, exit 7 at the end, the rest goes on."""
-        from streamcli.sinks.files import OutputFile
-
-        rest = " (the results go on to stdout)"
-        if isinstance(error, StdoutError):
-            files = any(isinstance(s, OutputFile) for s in self.sinks)
-            rest = " (the output files go on)" if files else ""
-        self.output_failures.append(error.message)
-        print(f"streamcli: error: {error.message}{rest}", file=sys.stderr, flush=True)
-
-    def status(self, outcome_status: ExitStatus) -> ExitStatus:
-        """The run's exit status: an output that failed turns a success into 7."""
-        if outcome_status == ExitStatus.OK and self.output_failures:
-            return ExitStatus.OUTPUT
-        return outcome_status
-
-    def handle(self, event: ev.Event) -> None:
-        if isinstance(event, ev.Error) and self.first_error is None:
-            self.first_error = event
-        self.fanout.handle(event)
-
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.close()
-        self.fanout.close()
+    return list(spec.speakers) or [f"channel{i + 1}" for i in range(channels)]
 
 
 def run_streaming(
@@ -130,37 +57,21 @@ def run_streaming(
 ) -> tuple[int, list[Backend]]:
     """Run one session; returns the exit status and the backends (for post-session work)."""
     check_numbers(common)
+    options = common.session_options()
     if common.concurrency:
-        from streamcli.loadtest import run_load_test
-
-        return run_load_test(common, backend_name, make_backend), []
-    source = open_input(common)
+        return run_load(common, backend_name, make_backend, options), []
+    spec = common.input_spec()
+    source = open_input(spec)
     try:
-        names = speaker_names(common, source.channels)
+        names = speaker_names(spec, source.channels)
         backends = [make_backend(name) for name in names]
         warn_plaintext_credentials(b.connect_request() for b in backends)
         interrupts = Interrupts()
-        outputs = Outputs(common, backend_name, source, on_broken=interrupts.trigger_abort)
-        options = SessionOptions(
-            speed=common.speed,
-            chunk_ms=common.chunk_ms,
-            timeout=common.timeout,
-            wire=WireOptions(
-                connect_timeout=common.connect_timeout,
-                heartbeat=common.heartbeat or None,
-                ca_file=common.ca_file,
-                insecure=common.insecure,
-            ),
-            raw=common.raw,
-            debug=common.debug,
-            duration=common.duration,
-            reconnect=common.reconnect,
+        outputs = Outputs(
+            common.output_spec(), backend_name, source, on_broken=interrupts.trigger_abort
         )
-        if common.insecure:
-            print(
-                "streamcli: warning: --insecure: TLS certificates are not checked", file=sys.stderr
-            )
-        outcome = _run(source, backends, names, outputs, options, interrupts, common, make_backend)
+        warn_insecure(options)
+        outcome = _run(source, spec, backends, names, outputs, options, interrupts, make_backend)
     finally:
         source.close()
     if outputs.first_error is not None:
@@ -168,6 +79,46 @@ def run_streaming(
     elif outcome.status == ExitStatus.INTERRUPTED:
         print("streamcli: interrupted", file=sys.stderr, flush=True)
     return int(outputs.status(outcome.status)), backends
+
+
+def run_load(
+    common: Common, backend_name: str, make_backend: BackendFactory, options: SessionOptions
+) -> int:
+    """``--concurrency N``: the load test (``loadtest.py``) on this command's backend."""
+    from streamcli.loadtest import run_load_test
+
+    check_load_options(common)
+    speaker = common.speakers[0] if common.speakers else None
+
+    def make() -> Backend:
+        return make_backend(speaker)
+
+    warn_plaintext_credentials([make().connect_request()])
+    source = open_input(common.input_spec())
+    warn_insecure(options)
+    return run_load_test(
+        source, backend_name, make, options, common.load_spec(), common.output_spec()
+    )
+
+
+def check_load_options(common: Common) -> None:
+    unsupported = [
+        ("--mic", common.mic),
+        ("--split-channels", common.split_channels),
+        ("--raw", common.raw),
+        ("--output", bool(common.outputs)),
+        ("--save-audio", common.save_audio is not None),
+    ]
+    for name, used in unsupported:
+        if used:
+            raise UsageError(f"{name} cannot be combined with --concurrency (load-test mode)")
+    if common.max_p95_latency is not None and common.speed == 0:
+        raise UsageError("--max-p95-latency needs paced audio (--speed > 0)")
+
+
+def warn_insecure(options: SessionOptions) -> None:
+    if options.wire.insecure:
+        print("streamcli: warning: --insecure: TLS certificates are not checked", file=sys.stderr)
 
 
 def check_numbers(common: Common) -> None:
@@ -196,15 +147,15 @@ def warn_plaintext_credentials(requests: Iterable[ConnectRequest]) -> None:
 
 def _run(
     source: AudioSource,
+    spec: InputSpec,
     backends: list[Backend],
     names: list[str | None],
     outputs: Outputs,
     options: SessionOptions,
     interrupts: Interrupts,
-    common: Common,
     make_backend: BackendFactory,
 ) -> Outcome:
-    saver = _AudioSaver(common.save_audio, source) if common.save_audio else None
+    saver = AudioSaver(spec.save_audio, source) if spec.save_audio else None
     level = getattr(source, "level", None)
 
     take_warnings = getattr(source, "take_warnings", None)
@@ -232,23 +183,23 @@ def _run(
         return make
 
     async def main() -> Outcome:
-        streams = [
-            Stream(
+        sessions = [
+            Session(
                 b,
                 outputs.handle,
                 options,
-                channel=i if common.split_channels else None,
+                channel=i if spec.split_channels else None,
                 factory=factory_for(name),
             )
             for i, (b, name) in enumerate(zip(backends, names, strict=True))
         ]
         try:
             finished = outputs.live.audio_finished if outputs.live is not None else None
-            return await run_session(
-                source, streams, options, interrupts, on_audio=on_audio, on_audio_end=finished
+            return await run_source(
+                source, sessions, options, interrupts, on_audio=on_audio, on_audio_end=finished
             )
         finally:
-            backends[:] = [s.backend for s in streams]  # after reconnects: the last sessions
+            backends[:] = [s.backend for s in sessions]  # after reconnects: the last sessions
 
     if outputs.live is not None:
         outputs.live.start()
@@ -261,55 +212,3 @@ def _run(
                 saver.close()
             except StreamcliError as e:
                 outputs.output_failed(e)
-
-
-class _AudioSaver:
-    """``--save-audio``: exactly what was read/captured, flushed as it goes."""
-
-    def __init__(self, path: str, source: AudioSource) -> None:
-        import soundfile as sf
-
-        self.path = path
-        try:
-            self.file = sf.SoundFile(
-                path,
-                "w",
-                samplerate=source.rate,
-                channels=source.channels,
-                subtype="PCM_16",
-                format="WAV",
-            )
-        except (OSError, RuntimeError, sf.LibsndfileError) as e:
-            raise UsageError(f"--save-audio {path}: cannot write it ({_reason(e)})") from None
-
-    def write(self, block: Any) -> None:
-        import soundfile as sf
-
-        try:
-            self.file.write(block)
-            self.file.flush()
-        except (OSError, RuntimeError, sf.LibsndfileError) as e:
-            with contextlib.suppress(OSError, RuntimeError, sf.LibsndfileError):
-                self.file.close()
-            raise self._error(e) from None
-
-    def close(self) -> None:
-        import soundfile as sf
-
-        try:
-            self.file.close()
-        except (OSError, RuntimeError, sf.LibsndfileError) as e:
-            raise self._error(e) from None
-
-    def _error(self, e: BaseException) -> OutputError:
-        return OutputError(f"--save-audio {self.path}: cannot write it ({_reason(e)})")
-
-
-def _reason(e: BaseException) -> str:
-    """libsndfile says "System error."; errno, when the OS has one, says more."""
-    import soundfile as sf
-
-    code = getattr(e, "errno", None) or getattr(getattr(sf, "_ffi", None), "errno", 0)
-    if isinstance(e, sf.LibsndfileError) and code:
-        return os.strerror(code)
-    return getattr(e, "strerror", None) or str(e).rstrip(".") or type(e).__name__

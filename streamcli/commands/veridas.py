@@ -217,7 +217,7 @@ def register(
     **options: Any,
 ) -> None:
     """Register a voice with das-Peak: stream it, get the credential (the voiceprint)."""
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     values = {"input": input, "credential_out": credential_out, "namespace": namespace, **options}
     guarded(lambda: run_command("register", values), options["debug"])
@@ -254,7 +254,7 @@ def verify(
     **options: Any,
 ) -> None:
     """Verify a voice against a stored credential; exit 0 only when das-Peak accepts."""
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     values = {
         "input": input,
@@ -411,13 +411,14 @@ def build_config(mode: str, v: dict[str, Any]) -> Any:
 def run_command(mode: str, values: dict[str, Any]) -> int:
     """One register/verify run: options -> config, source, sinks -> session -> exit status."""
     import asyncio
+    import dataclasses
 
     from streamcli import events as ev
     from streamcli.commands.options import Common
-    from streamcli.commands.run import Outputs, open_input, warn_plaintext_credentials
+    from streamcli.commands.run import open_input, warn_insecure, warn_plaintext_credentials
+    from streamcli.engine.interrupts import Interrupts
     from streamcli.exit import ExitStatus
-    from streamcli.session import Interrupts, SessionOptions
-    from streamcli.transport.websocket import WireOptions
+    from streamcli.sinks.outputs import Outputs
     from streamcli.veridas_session import run_veridas
 
     config = build_config(mode, values)
@@ -431,31 +432,15 @@ def run_command(mode: str, values: dict[str, Any]) -> int:
         )
     fields = Common.__dataclass_fields__
     common = Common(**{k: v for k, v in values.items() if k in fields})
-    source = open_input(common)
+    source = open_input(common.input_spec())
     ended: list[ev.End] = []
     try:
         interrupts = Interrupts()
-        outputs = Outputs(common, "veridas", source, on_broken=interrupts.trigger_abort)
-        show_progress = outputs.live is None and not (common.quiet or common.json or common.raw)
-        options = SessionOptions(
-            speed=common.speed,
-            chunk_ms=common.chunk_ms,
-            timeout=common.timeout,
-            wire=WireOptions(
-                connect_timeout=common.connect_timeout,
-                heartbeat=common.heartbeat or None,
-                ca_file=common.ca_file,
-                insecure=common.insecure,
-            ),
-            raw=common.raw,
-            debug=common.debug,
-            reconnect=common.reconnect,
-            duration=None,
-        )
-        if common.insecure:
-            print(
-                "streamcli: warning: --insecure: TLS certificates are not checked", file=sys.stderr
-            )
+        output = common.output_spec()
+        outputs = Outputs(output, "veridas", source, on_broken=interrupts.trigger_abort)
+        show_progress = outputs.live is None and not (output.quiet or output.json or output.raw)
+        options = dataclasses.replace(common.session_options(), duration=None)
+        warn_insecure(options)
 
         def handle(event: ev.Event) -> None:
             if isinstance(event, ev.End):
@@ -581,7 +566,7 @@ def serve_command(
     """Veridas das-Peak emulator: token endpoint, Socket.IO, twilio and audiohook consumers."""
 
     def body() -> int:
-        from streamcli.cli import run_server
+        from streamcli.commands.guard import run_server
         from streamcli.emulators.veridas import FAULTS, VeridasEmulator
         from streamcli.exit import UsageError
 
@@ -603,7 +588,7 @@ def serve_command(
         )
         return run_server(lambda: serve_emulator(emu))
 
-    from streamcli.cli import guarded
+    from streamcli.commands.guard import guarded
 
     guarded(body)
 

@@ -8,6 +8,7 @@ output quietly instead of raising ``BrokenPipeError``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -85,8 +86,6 @@ class RawSink:
 
     def handle(self, event: ev.Event) -> None:
         if isinstance(event, ev.Raw):
-            from streamcli.session import raw_line
-
             self.writer.write(raw_line(event))
 
     def close(self) -> None:
@@ -169,3 +168,14 @@ class Fanout:
         if self.on_failure is None:
             raise error
         self.on_failure(error)
+
+
+def raw_line(event: ev.Raw) -> str:
+    """``--raw``: the server's message as one JSON line (compacted when it is JSON)."""
+    if event.message is None:
+        return json.dumps({"binary_length": event.binary_length})
+    try:
+        value = json.loads(event.message)
+    except ValueError:
+        value = event.message
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

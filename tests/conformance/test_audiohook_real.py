@@ -20,7 +20,8 @@ from streamcli import events as ev
 from streamcli.audio.pacer import Pacer
 from streamcli.audio.sources import open_source
 from streamcli.backends.audiohook import AudiohookClient
-from streamcli.session import SessionOptions, Stream, feed
+from streamcli.engine.feed import feed
+from streamcli.engine.session import Session, SessionOptions
 
 from .conftest import ServerProcess, free_port, real_servers_dir
 from .envs import AUDIOHOOK_PACKAGES, SERVERS_DIR, node_env
@@ -81,7 +82,7 @@ async def run_channel(url: str, wav: Path, secret: str) -> tuple[AudiohookClient
         ping_interval=0.5,
     )
     events: list[ev.Event] = []
-    stream = Stream(backend, events.append, SessionOptions(speed=2.0, timeout=10.0))
+    stream = Session(backend, events.append, SessionOptions(speed=2.0, timeout=10.0))
     if await stream.connect():
         runner = asyncio.create_task(stream.run())
         await feed(open_source(str(wav)), [stream], Pacer(2.0), 100)

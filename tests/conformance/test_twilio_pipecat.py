@@ -20,7 +20,8 @@ from streamcli import events as ev
 from streamcli.audio.pacer import Pacer
 from streamcli.audio.sources import open_source
 from streamcli.backends.twilio import TwilioMediaClient
-from streamcli.session import SessionOptions, Stream, feed
+from streamcli.engine.feed import feed
+from streamcli.engine.session import Session, SessionOptions
 
 from .conftest import ServerProcess, free_port
 from .envs import PIPECAT_REQUIREMENTS, SERVERS_DIR, python_env
@@ -80,7 +81,7 @@ async def run_channel(url: str, wav: Path, call_sid: str) -> tuple[TwilioMediaCl
     """One audio channel as the Veridas session runs it: connect, feed, end."""
     backend = TwilioMediaClient(url, call_sid)
     events: list[ev.Event] = []
-    stream = Stream(backend, events.append, SessionOptions(speed=4.0, timeout=10.0))
+    stream = Session(backend, events.append, SessionOptions(speed=4.0, timeout=10.0))
     assert await stream.connect(), events
     runner = asyncio.create_task(stream.run())
     await feed(open_source(str(wav)), [stream], Pacer(4.0), 100)

@@ -12,10 +12,10 @@ import uuid
 import pytest
 from conftest import CLEAN_ENV
 
-from streamcli import loadtest
 from streamcli.backends.bodhi import BodhiBackend
 from streamcli.backends.vosk import VoskBackend
 from streamcli.commands.options import Common
+from streamcli.commands.run import run_streaming
 from streamcli.emulators.bodhi import BodhiEmulator
 from streamcli.emulators.melvin import MelvinEmulator
 from streamcli.emulators.vosk import VoskEmulator
@@ -269,7 +269,7 @@ async def test_the_vosk_command_runs_a_load_test_too(cli, speech_wav, script_fil
     assert len(emu.connections) == 20
 
 
-# ---- other backends: run_load_test in-process (its own event loop in a worker thread) ----------
+# ---- other backends: the load test in-process (its own event loop in a worker thread) ----------
 CUSTOMER = str(uuid.UUID(int=42))
 
 
@@ -295,7 +295,7 @@ async def test_twenty_sessions_work_with_other_backends(
     name, factory = case(emu.url)
     common = Common(input=str(speech_wav), speed=4.0, concurrency=20, json=True)
     try:
-        code = await asyncio.to_thread(loadtest.run_load_test, common, name, factory)
+        code, _ = await asyncio.to_thread(run_streaming, common, name, factory)
     finally:
         await emu.stop()
     out = capsys.readouterr().out
@@ -316,25 +316,7 @@ async def test_a_server_that_cannot_be_reached_fails_every_session_with_exit_4(s
         port = s.getsockname()[1]
     name, factory = vosk_case(f"ws://127.0.0.1:{port}")
     common = Common(input=str(speech_wav), concurrency=5, json=True)
-    code = await asyncio.to_thread(loadtest.run_load_test, common, name, factory)
+    code, _ = await asyncio.to_thread(run_streaming, common, name, factory)
     summary = json.loads(capsys.readouterr().out)
     assert code == 4
     assert (summary["failed"], summary["failures"][0]["kind"]) == (5, "connection")
-
-
-# ---- the statistics, without sockets ----------------------------------------------------------
-def test_lateness_histogram_reports_conservative_quantiles_and_the_exact_max():
-    h = loadtest.LatenessHistogram()
-    for ms in [0.05, 0.2, 0.2, 0.3, 4.0]:
-        h.add(ms / 1000)
-    h.add(2.5)
-    s = h.summary()
-    assert s["count"] == 6
-    assert s["p50"] == pytest.approx(0.0003)  # upper edge of the 0.2 ms bin
-    assert s["p95"] == 2.5 and s["max"] == 2.5
-
-
-def test_summarize_uses_nearest_rank_quantiles():
-    stats = loadtest.summarize([3.0, 1.0, 2.0, 4.0])
-    assert stats == {"count": 4, "p50": 2.0, "p95": 4.0, "max": 4.0}
-    assert loadtest.summarize([]) == {"count": 0, "p50": None, "p95": None, "max": None}

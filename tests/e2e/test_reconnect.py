@@ -21,7 +21,9 @@ from conftest import speechlike
 from streamcli import events as ev
 from streamcli.audio.convert import Converter
 from streamcli.backends.melvin import MelvinBackend
-from streamcli.session import Interrupts, SessionOptions, Stream, run_session
+from streamcli.engine.interrupts import Interrupts
+from streamcli.engine.run import run_source
+from streamcli.engine.session import Session, SessionOptions
 from streamcli.transport.websocket import WebSocketConnection
 
 from .backend_matrix import WEBSOCKET_BACKENDS, args, emulator, env, events, of_type
@@ -374,14 +376,14 @@ async def run_live(url: str, samples: np.ndarray, outage: float, backlog: float)
     options = SessionOptions(
         speed=0, reconnect=2, reconnect_base=0.01, backlog_seconds=backlog, timeout=10
     )
-    stream = Stream(
+    stream = Session(
         MelvinBackend(url, key),
         got.append,
         options,
         connect=slow_second_connect,
         factory=lambda: MelvinBackend(url, key),
     )
-    outcome = await run_session(FakeMic(samples, RATE), [stream], options, Interrupts())
+    outcome = await run_source(FakeMic(samples, RATE), [stream], options, Interrupts())
     assert outcome.status == 0, [e for e in got if isinstance(e, ev.Error)]
     return got
 

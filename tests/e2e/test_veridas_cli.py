@@ -21,8 +21,8 @@ from streamcli import events as ev
 from streamcli.audio.sources import open_source
 from streamcli.backends.veridas import RequestSettings, token_from_value
 from streamcli.emulators.veridas import VeridasEmulator
+from streamcli.engine.session import SessionOptions
 from streamcli.exit import ExitStatus
-from streamcli.session import SessionOptions
 from streamcli.veridas_session import AudiohookSettings, VeridasConfig, run_veridas
 
 CLIENT_ID = "streamcli-test-client"

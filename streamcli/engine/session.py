@@ -1,12 +1,12 @@
-"""The session loop: runs one or many streams (one per speaker) over their connections.
+"""One session: one backend's stream over its connection (or, with reconnects, a chain of them).
 
-Theory of operation. A ``Stream`` couples a sans-I/O backend with a WebSocket. Per connection
+Theory of operation. A ``Session`` couples a sans-I/O backend with a WebSocket. Per connection
 it runs three tasks: a receiver (frames in -> backend -> events out), a writer (the only task
 that sends, so frames leave in the order the backend queued them) and a timer (the backend's
-``next_deadline``). A single feeder reads the source once, converts it for every stream and
-paces all of them on one clock. After the audio, each backend's end-of-stream is sent and the
-session waits (bounded by ``timeout``) for every stream to finish. Failures never raise out
-of here: they become ``Error`` events, and the worst one decides the exit status.
+``next_deadline``). Audio comes in through ``offer`` (from ``engine.feed``); ``end_audio`` sends
+the end-of-stream and ``wait_done`` waits (bounded by ``timeout``) for the server's end.
+Failures never raise out of here: they become ``Error`` events. Events go to the handler given
+at construction, then to every ``subscribe``d observer (metrics, the runner's error count).
 
 Backpressure and a server that stops reading: at most ``MAX_QUEUED_FRAMES`` frames wait for
 the socket (then the feeder waits too, so memory stays flat). When one send has not gone
@@ -37,21 +37,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import random
-import signal
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 from streamcli import events as ev
-from streamcli.audio.convert import Chunker, Converter, chunk_bytes_for
-from streamcli.audio.pacer import Pacer
-from streamcli.audio.sources import AudioSource
 from streamcli.backends.base import Backend, Frame
-from streamcli.exit import ExitStatus, StreamcliError, status_for_error_kind
+from streamcli.exit import StreamcliError, kind_for_status
 from streamcli.redact import mask_all, public_url, redact_url
 from streamcli.transport.websocket import (
     MESSAGE_TOO_BIG,
@@ -110,7 +105,7 @@ class Tracer:
         print(f"[wire {label}] {direction} {body}", file=self.out, flush=True)
 
 
-class Stream:
+class Session:
     """One backend on one WebSocket connection -- or, with reconnects, on a chain of them."""
 
     def __init__(
@@ -125,6 +120,7 @@ class Stream:
         self.backend = backend
         self.channel = channel
         self._emit_event = emit
+        self._observers: list[EventHandler] = []
         self.options = options
         self._connect = connect
         self._factory = factory
@@ -168,7 +164,14 @@ class Stream:
                 self._reconnecting = True
                 return
             self.failed = True
-        self._emit_event(self._masked(self._shifted(event)))
+        event = self._masked(self._shifted(event))
+        self._emit_event(event)
+        for observe in self._observers:
+            observe(event)
+
+    def subscribe(self, handler: EventHandler) -> None:
+        """Tell ``handler`` every event this session emits, after the main handler."""
+        self._observers.append(handler)
 
     def _may_retry(self, error: ev.Error) -> bool:
         return (
@@ -672,260 +675,7 @@ def _reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-async def feed(
-    source: AudioSource,
-    streams: list[Stream],
-    pacer: Pacer,
-    chunk_ms: int,
-    duration: float | None = None,
-    stop: asyncio.Event | None = None,
-    on_audio: Callable[[object], None] | None = None,
-) -> None:
-    """Read the source once, convert per stream, pace every stream on one clock."""
-    converters = {
-        s: Converter(source.rate, s.backend.sample_rate, s.backend.encoding, channel=s.channel)
-        for s in streams
-    }
-    chunkers = {
-        s: Chunker(
-            chunk_bytes_for(s.backend.sample_rate, s.backend.encoding, chunk_ms),
-            1 if s.backend.encoding == "mulaw" else 2,
-        )
-        for s in streams
-    }
-    sent = dict.fromkeys(streams, 0.0)
-    limit_frames = None if duration is None else int(duration * source.rate)
-    read_frames = 0
-    for s in streams:
-        s.live_input = source.live
-    pacer.start()
-    loop = asyncio.get_running_loop()
-
-    async def deliver(pending: list[tuple[float, int, Stream, bytes]]) -> None:
-        for t, _, s, chunk in sorted(pending, key=lambda p: (p[0], p[1])):
-            if not source.live:
-                await pacer.wait_until(t)
-            sessions, before = s.sessions, loop.time()
-            await s.offer(chunk)
-            if s.sessions != sessions and not source.live and pacer.t0 is not None:
-                # A file waited for a reconnect: go on at the pace, do not rush to catch up.
-                pacer.t0 += loop.time() - before
-
-    def cut(s: Stream, chunks: list[bytes]) -> list[tuple[float, int, Stream, bytes]]:
-        out = []
-        bps = s.backend.sample_rate * (1 if s.backend.encoding == "mulaw" else 2)
-        for chunk in chunks:
-            out.append((sent[s], id(s), s, chunk))
-            sent[s] += len(chunk) / bps
-        return out
-
-    # aclosing: a --duration or a stop ends a microphone stream at once, not at garbage collection
-    async with contextlib.aclosing(source.blocks()) as blocks:
-        async for block in blocks:
-            if stop is not None and stop.is_set():
-                break
-            if limit_frames is not None:
-                block = block[: max(0, limit_frames - read_frames)]
-            read_frames += len(block)
-            if on_audio is not None:
-                on_audio(block)
-            pending = []
-            for s in streams:
-                pending += cut(s, chunkers[s].push(converters[s].process(block)))
-            await deliver(pending)
-            if all(s.over for s in streams):
-                return
-            if limit_frames is not None and read_frames >= limit_frames:
-                break
-    pending = []
-    for s in streams:
-        chunks = chunkers[s].push(converters[s].flush())  # the resampler's tail
-        rest = chunkers[s].rest()
-        pending += cut(s, chunks + ([rest] if rest else []))
-    await deliver(pending)
-
-
-def kind_for_status(status: ExitStatus) -> str:
-    return {
-        ExitStatus.AUTH: ev.AUTH,
-        ExitStatus.CONNECTION: ev.CONNECTION,
-        ExitStatus.TIMEOUT: ev.TIMEOUT,
-        ExitStatus.USAGE: ev.USAGE,
-    }.get(status, ev.SERVER)
-
-
 def _raw_event(backend: Backend, data: str | bytes) -> ev.Raw:
     if isinstance(data, bytes):
         return ev.Raw(backend=backend.name, speaker=backend.speaker, binary_length=len(data))
     return ev.Raw(backend=backend.name, speaker=backend.speaker, message=data)
-
-
-def raw_line(event: ev.Raw) -> str:
-    """``--raw``: the server's message as one JSON line (compacted when it is JSON)."""
-    if event.message is None:
-        return json.dumps({"binary_length": event.binary_length})
-    try:
-        value = json.loads(event.message)
-    except ValueError:
-        value = event.message
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-class Interrupts:
-    """Ctrl-C / SIGTERM: the first asks for a graceful end, the second aborts."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.graceful = asyncio.Event()
-        self.abort = asyncio.Event()
-        self.output_closed = False  # stdout went away (``| head -1``): stop quietly
-
-    def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self.trigger)
-
-    def uninstall(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(sig)
-
-    def trigger(self) -> None:
-        self.count += 1
-        self.graceful.set()
-        if self.count >= 2:
-            self.abort.set()
-
-    def trigger_abort(self) -> None:
-        """The reader of stdout is gone: nobody wants more results."""
-        self.output_closed = True
-        self.graceful.set()
-        self.abort.set()
-
-
-@dataclass
-class Outcome:
-    status: ExitStatus
-    interrupted: bool = False
-
-
-async def run_session(
-    source: AudioSource,
-    streams: list[Stream],
-    options: SessionOptions,
-    interrupts: Interrupts | None = None,
-    on_audio: Callable[[object], None] | None = None,
-    on_audio_end: Callable[[], None] | None = None,
-) -> Outcome:
-    """Connect every stream, feed the audio, wait for the ends. Never raises StreamcliError.
-
-    ``on_audio`` sees every source block; ``on_audio_end`` is called once all audio was handed
-    to the streams (the live view then shows "finishing")."""
-    interrupts = interrupts or Interrupts()
-    errors: list[ev.Error] = []
-    runners: list[asyncio.Task[None]] = []
-    for s in streams:
-        original = s._emit_event
-
-        def record(event: ev.Event, _orig: EventHandler = original) -> None:
-            if isinstance(event, ev.Error):
-                errors.append(event)
-            _orig(event)
-
-        s._emit_event = record
-
-    async def main() -> None:
-        connecting: asyncio.Future[list[bool]] = asyncio.ensure_future(
-            asyncio.gather(*(s.connect() for s in streams))
-        )
-        stopper: asyncio.Future[bool] = asyncio.ensure_future(interrupts.graceful.wait())
-        waiting: set[asyncio.Future[Any]] = {connecting, stopper}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if not connecting.done():  # Ctrl-C while connecting: nothing was sent, stop now
-            connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connecting
-            return
-        live = [s for s, ok in zip(streams, connecting.result(), strict=True) if ok]
-        if not live:
-            return
-        runners.extend(asyncio.create_task(s.run()) for s in live)
-        pacer = Pacer(0.0 if source.live else options.speed)
-        feeder = asyncio.create_task(
-            feed(
-                source,
-                live,
-                pacer,
-                options.chunk_ms,
-                options.duration,
-                interrupts.graceful,
-                on_audio,
-            )
-        )
-        stopper = asyncio.create_task(interrupts.graceful.wait())
-        await asyncio.wait({feeder, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        stop_capture = getattr(source, "stop", None)
-        if not feeder.done() and source.live and stop_capture is not None:
-            stop_capture()  # a live source drains what it captured, then ends
-            await feeder
-        if not feeder.done():
-            feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
-        elif feeder.exception() is not None:
-            exc = feeder.exception()
-            for s in live:
-                s.fail(str(exc), ev.USAGE if isinstance(exc, StreamcliError) else ev.SERVER)
-            await asyncio.gather(*runners, return_exceptions=True)
-            raise exc  # type: ignore[misc]
-        if on_audio_end is not None:
-            on_audio_end()
-        for s in live:
-            s.end_audio()
-        await asyncio.gather(*(s.wait_done(options.timeout) for s in live))
-        await asyncio.gather(*runners, return_exceptions=True)
-
-    interrupts.install()
-    task = asyncio.create_task(main())
-    aborter = asyncio.create_task(interrupts.abort.wait())
-    try:
-        await asyncio.wait({task, aborter}, return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():
-            task.cancel()
-            for runner in runners:
-                runner.cancel()  # each closes its socket on the way out (bounded)
-            await asyncio.gather(task, *runners, return_exceptions=True)
-            for s in streams:
-                s.backend.give_up(asyncio.get_running_loop().time())
-                s.pump()
-            if interrupts.output_closed:
-                return Outcome(ExitStatus.OK, interrupted=True)
-            return Outcome(ExitStatus.INTERRUPTED, interrupted=True)
-        task.result()
-    finally:
-        aborter.cancel()
-        interrupts.uninstall()
-
-    status = ExitStatus.OK
-    if errors:
-        status = max((status_for_error_kind(e.kind) for e in errors), key=_severity)
-    interrupted = interrupts.count > 0
-    if interrupted and not source.live and status == ExitStatus.OK:
-        status = ExitStatus.INTERRUPTED
-    return Outcome(status, interrupted=interrupted)
-
-
-def _severity(status: ExitStatus) -> int:
-    # When several streams fail differently, report the most specific cause.
-    order = [
-        ExitStatus.TIMEOUT,
-        ExitStatus.SERVER,
-        ExitStatus.CONNECTION,
-        ExitStatus.AUTH,
-        ExitStatus.USAGE,
-    ]
-    return order.index(status) if status in order else -1

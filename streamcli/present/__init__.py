@@ -1,0 +1,1 @@
+"""Presentation: tables, summaries and progress lines that render results (never CLI options)."""

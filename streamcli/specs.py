@@ -1,0 +1,39 @@
+"""Typed configs: what a run reads, how it shows results, how a load test runs.
+
+``commands/`` turns the CLI's options (with the config file, profile and environment) into these
+at the edge; everything below works on them and never sees the option bag or imports Typer.
+``engine.session.SessionOptions`` is the fourth: how each session streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    path: str | None = None  # an audio file, or "-" for stdin
+    mic: bool = False
+    device: str | None = None  # --mic: a device index or a part of its name
+    split_channels: bool = False  # one session per channel
+    speakers: tuple[str, ...] = ()
+    save_audio: str | None = None  # --save-audio: a WAV of what was read
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    json: bool = False
+    raw: bool = False
+    quiet: bool = False
+    no_color: bool = False
+    files: tuple[str, ...] = ()  # -o paths
+    format: str | None = None  # of the files (else from each suffix)
+    label_speakers: bool = False  # plain text: prefix each line with its speaker
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    concurrency: int
+    ramp: float = 0.0
+    repeat: int = 1
+    max_p95_latency: float | None = None
