@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from common import (
     script_file,
     speech_like_wav,
     streamcli_command,
+    wait_listening,
     wait_rusage,
 )
 
@@ -40,16 +40,6 @@ def sink_server(port: int) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     with RecordingServer(port=port):  # its thread inherits the blocked signals
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
-
-
-def wait_listening(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"the server did not listen on port {port}")
 
 
 def main() -> None:

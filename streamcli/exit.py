@@ -17,6 +17,7 @@ class ExitStatus(enum.IntEnum):
     SERVER = 5  # server or protocol error
     TIMEOUT = 6  # timed out
     OUTPUT = 7  # an output file (or stdout) could not be written; the rest went on
+    QUALITY = 8  # batch run: every file ran, but one or more missed --max-wer/--max-p95-latency
     INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 

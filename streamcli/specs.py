@@ -37,3 +37,15 @@ class LoadSpec:
     ramp: float = 0.0
     repeat: int = 1
     max_p95_latency: float | None = None
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    jobs: int = 1  # at most this many inputs at once
+    reference: str | None = None  # one reference text (one input)
+    reference_dir: str | None = None  # {stem}.txt per input
+    normalize: bool = True  # lower case, no punctuation, collapsed whitespace before scoring
+    max_wer: float | None = None
+    max_p95_latency: float | None = None
+    junit: str | None = None  # JUnit XML report path
+    summary_md: str | None = None  # Markdown summary path

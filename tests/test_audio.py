@@ -176,3 +176,26 @@ def test_wav_header_with_a_known_length():
     h = wav.wav_header(8000, data_size=1000)
     assert struct.unpack("<I", h[4:8])[0] == 1036
     assert struct.unpack("<I", h[40:44])[0] == 1000
+
+
+def test_quieting_stderr_from_several_threads_restores_it():
+    """Threads that silence C libraries at once must not leave fd 2 at /dev/null."""
+    import os
+    import threading
+
+    from streamcli.audio.sources import _quiet_stderr
+
+    before = os.fstat(2)
+    barrier = threading.Barrier(4)
+
+    def quiet() -> None:
+        with _quiet_stderr():
+            barrier.wait(timeout=5)  # all four inside at once
+
+    threads = [threading.Thread(target=quiet) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -147,23 +148,40 @@ def _spooled(stream: BinaryIO) -> AudioSource:
     return source
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet_depth = 0
+_quiet_saved: int | None = None
+
+
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null for the duration (C libraries write there)."""
+    """Point file descriptor 2 at /dev/null for the duration (C libraries write there).
+
+    Nested or concurrent uses share one redirection (the first saves fd 2, the last restores
+    it): two threads each saving and restoring would leave stderr pointing at /dev/null."""
+    global _quiet_depth, _quiet_saved
+    with _QUIET_LOCK:
+        if _quiet_depth == 0:
+            try:
+                sys.stderr.flush()
+                saved = os.dup(2)
+            except (OSError, ValueError):
+                saved = None
+            if saved is not None:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)
+                os.close(devnull)
+            _quiet_saved = saved
+        _quiet_depth += 1
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _QUIET_LOCK:
+            _quiet_depth -= 1
+            if _quiet_depth == 0 and _quiet_saved is not None:
+                os.dup2(_quiet_saved, 2)
+                os.close(_quiet_saved)
+                _quiet_saved = None
 
 
 def _sf_reason(e: Exception) -> str:

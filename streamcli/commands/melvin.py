@@ -62,6 +62,8 @@ def run_melvin(
         raise UsageError(
             "--export does not combine with --concurrency (a load test keeps no exports)"
         )
+    if kinds and common.batch:
+        raise UsageError("--export takes one input, not a batch run")
     status, backends = run_streaming(
         common, "melvin", lambda speaker: MelvinBackend(url, api_key, speaker=speaker)
     )
@@ -182,7 +184,7 @@ def run_demo(common: Common) -> int:
             f"sample's transcript); streaming {wav.name}",
             file=sys.stderr,
         )
-    common.input = str(wav)
+    common.inputs = [str(wav)]
 
     def make(speaker: str | None) -> Backend:
         return MelvinBackend(url, key, speaker=speaker)

@@ -15,7 +15,7 @@ import typer
 
 if TYPE_CHECKING:
     from streamcli.engine.session import SessionOptions
-    from streamcli.specs import InputSpec, LoadSpec, OutputSpec
+    from streamcli.specs import BatchSpec, InputSpec, LoadSpec, OutputSpec
 
 INPUT = "Input"
 OUTPUT = "Output"
@@ -23,6 +23,14 @@ CONNECTION = "Connection"
 BACKEND = "Backend"
 
 InputArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Audio files (WAV, FLAC, OGG, ...), directories of them, or '-' for a WAV/FLAC "
+        "stream on stdin. Several inputs make a batch run: each file its own session.",
+        show_default=False,
+    ),
+]
+SingleInputArg = Annotated[
     str | None,
     typer.Argument(
         help="Audio file (WAV, FLAC, OGG, ...) or '-' for a WAV/FLAC stream on stdin.",
@@ -209,9 +217,65 @@ Repeat = Annotated[
 MaxP95Latency = Annotated[
     float | None,
     typer.Option(
-        help="Fail (exit 5) when the p95 final latency exceeds this (seconds).",
+        help="Fail when the p95 final latency exceeds this (seconds): exit 5 in a load test, "
+        "8 in a batch run.",
         rich_help_panel=LOAD,
         min=0.0,
+    ),
+]
+BATCH = "Batch runs & CI"
+Jobs = Annotated[
+    int,
+    typer.Option(
+        help="Batch run: stream up to N inputs at once.", rich_help_panel=BATCH, min=1, max=1000
+    ),
+]
+Reference = Annotated[
+    str | None,
+    typer.Option(
+        help="Reference transcript (text file) to score the one input against (WER, CER).",
+        rich_help_panel=BATCH,
+        show_default=False,
+    ),
+]
+ReferenceDir = Annotated[
+    str | None,
+    typer.Option(
+        help="Directory of reference transcripts: {stem}.txt for each input.",
+        rich_help_panel=BATCH,
+        show_default=False,
+    ),
+]
+NoNormalize = Annotated[
+    bool,
+    typer.Option(
+        "--no-normalize",
+        help="Score raw words (keep case and punctuation).",
+        rich_help_panel=BATCH,
+    ),
+]
+MaxWer = Annotated[
+    float | None,
+    typer.Option(
+        help="Exit 8 when a file's word error rate exceeds this (0.15 = 15 %).",
+        rich_help_panel=BATCH,
+        min=0.0,
+    ),
+]
+Junit = Annotated[
+    str | None,
+    typer.Option(
+        help="Write a JUnit XML report: one test case per input.",
+        rich_help_panel=BATCH,
+        show_default=False,
+    ),
+]
+SummaryMd = Annotated[
+    str | None,
+    typer.Option(
+        help="Write a Markdown summary (e.g. to $GITHUB_STEP_SUMMARY).",
+        rich_help_panel=BATCH,
+        show_default=False,
     ),
 ]
 Profile = Annotated[
@@ -232,7 +296,7 @@ ConfigPath = Annotated[
 class Common:
     """The options every backend command shares, as the runner sees them."""
 
-    input: str | None = None
+    inputs: list[str] = field(default_factory=list)
     mic: bool = False
     device: str | None = None
     duration: float | None = None
@@ -258,6 +322,13 @@ class Common:
     ramp: float = 0.0
     repeat: int = 1
     max_p95_latency: float | None = None
+    jobs: int = 1
+    reference: str | None = None
+    reference_dir: str | None = None
+    no_normalize: bool = False
+    max_wer: float | None = None
+    junit: str | None = None
+    summary_md: str | None = None
     profile: str | None = None
     config: str | None = None
     given: frozenset[str] = frozenset()  # options the user typed (vs. left at their default)
@@ -269,6 +340,10 @@ class Common:
         picked = {k: v for k, v in values.items() if k in fields and k != "given"}
         picked["speakers"] = list(values.get("speakers") or [])
         picked["outputs"] = list(values.get("outputs") or [])
+        given_input = values.get("input")
+        if isinstance(given_input, str):
+            given_input = [given_input]
+        picked["inputs"] = list(given_input or [])
         if ctx is not None:
             picked["given"] = frozenset(
                 name
@@ -283,7 +358,7 @@ class Common:
         from streamcli.specs import InputSpec
 
         return InputSpec(
-            path=self.input,
+            path=self.inputs[0] if self.inputs else None,
             mic=self.mic,
             device=self.device,
             split_channels=self.split_channels,
@@ -324,6 +399,41 @@ class Common:
             reconnect=self.reconnect,
         )
 
+    @property
+    def batch(self) -> bool:
+        """Several inputs, a directory, or an option only batch runs have: a batch run."""
+        import os
+
+        return (
+            len(self.inputs) > 1
+            or any(p != "-" and os.path.isdir(p) for p in self.inputs)
+            or self.jobs > 1
+            or any(
+                v is not None
+                for v in (
+                    self.reference,
+                    self.reference_dir,
+                    self.max_wer,
+                    self.junit,
+                    self.summary_md,
+                )
+            )
+        )
+
+    def batch_spec(self) -> BatchSpec:
+        from streamcli.specs import BatchSpec
+
+        return BatchSpec(
+            jobs=self.jobs,
+            reference=self.reference,
+            reference_dir=self.reference_dir,
+            normalize=not self.no_normalize,
+            max_wer=self.max_wer,
+            max_p95_latency=self.max_p95_latency,
+            junit=self.junit,
+            summary_md=self.summary_md,
+        )
+
     def load_spec(self) -> LoadSpec:
         from streamcli.specs import LoadSpec
 
@@ -362,6 +472,13 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("ramp", Ramp, 0.0),
     ("repeat", Repeat, 1),
     ("max_p95_latency", MaxP95Latency, None),
+    ("jobs", Jobs, 1),
+    ("reference", Reference, None),
+    ("reference_dir", ReferenceDir, None),
+    ("no_normalize", NoNormalize, False),
+    ("max_wer", MaxWer, None),
+    ("junit", Junit, None),
+    ("summary_md", SummaryMd, None),
     ("profile", Profile, None),
     ("config", ConfigPath, None),
 )

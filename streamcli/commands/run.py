@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -60,6 +61,8 @@ def run_streaming(
     options = common.session_options()
     if common.concurrency:
         return run_load(common, backend_name, make_backend, options), []
+    if common.batch:
+        return run_many(common, backend_name, make_backend, options), []
     spec = common.input_spec()
     source = open_input(spec)
     try:
@@ -99,6 +102,54 @@ def run_load(
     return run_load_test(
         source, backend_name, make, options, common.load_spec(), common.output_spec()
     )
+
+
+def run_many(
+    common: Common, backend_name: str, make_backend: BackendFactory, options: SessionOptions
+) -> int:
+    """Several inputs (or scoring, thresholds, reports): the batch run (``batch.py``)."""
+    from streamcli.batch import run_batch
+
+    check_batch_options(common)
+    warn_plaintext_credentials([make_backend(None).connect_request()])
+    warn_insecure(options)
+    return run_batch(
+        common.inputs,
+        backend_name,
+        make_backend,
+        options,
+        common.batch_spec(),
+        common.output_spec(),
+        split_channels=common.split_channels,
+        speakers=tuple(common.speakers),
+    )
+
+
+def check_batch_options(common: Common) -> None:
+    unsupported = [
+        ("--mic", common.mic),
+        ("--raw", common.raw),
+        ("--save-audio", common.save_audio is not None),
+    ]
+    for name, used in unsupported:
+        if used:
+            raise UsageError(f"{name} cannot be combined with a batch run (several inputs)")
+    if not common.inputs:
+        raise UsageError("missing INPUT: give audio files or directories")
+    if common.reference is not None and common.reference_dir is not None:
+        raise UsageError("give either --reference or --reference-dir, not both")
+    if common.reference is not None and (
+        len(common.inputs) > 1 or any(os.path.isdir(p) for p in common.inputs)
+    ):
+        raise UsageError("--reference scores one input; for several, use --reference-dir")
+    if common.max_p95_latency is not None and common.speed == 0:
+        raise UsageError("--max-p95-latency needs paced audio (--speed > 0)")
+    for option, path in (
+        ("--reference", common.reference),
+        ("--reference-dir", common.reference_dir),
+    ):
+        if path is not None and not os.path.exists(path):
+            raise UsageError(f"{option} {path}: no such file or directory")
 
 
 def check_load_options(common: Common) -> None:

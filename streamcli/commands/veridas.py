@@ -201,7 +201,7 @@ VERIDAS_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
 )
 @o.with_options(VERIDAS_OPTIONS)
 def register(
-    input: o.InputArg = None,
+    input: o.SingleInputArg = None,
     credential_out: Annotated[
         str | None,
         typer.Option(
@@ -230,7 +230,7 @@ def register(
 )
 @o.with_options(VERIDAS_OPTIONS)
 def verify(
-    input: o.InputArg = None,
+    input: o.SingleInputArg = None,
     credential: Annotated[
         str | None,
         typer.Option(
@@ -432,6 +432,7 @@ def run_command(mode: str, values: dict[str, Any]) -> int:
         )
     fields = Common.__dataclass_fields__
     common = Common(**{k: v for k, v in values.items() if k in fields})
+    common.inputs = [values["input"]] if values.get("input") is not None else []
     source = open_input(common.input_spec())
     ended: list[ev.End] = []
     try:

@@ -173,6 +173,7 @@ class FeedJob:
         self.on_audio = on_audio
         self.on_audio_end = on_audio_end
         self.errors: list[ev.Error] = []
+        self.pacer: Pacer | None = None  # its ``t0`` is the wall time of audio time 0
         self._runners: list[asyncio.Task[None]] = []
         for s in sessions:
             s.subscribe(self._note)
@@ -218,7 +219,7 @@ class FeedJob:
         if not live:
             return
         self._runners.extend(asyncio.create_task(s.run()) for s in live)
-        pacer = Pacer(0.0 if source.live else options.speed)
+        pacer = self.pacer = Pacer(0.0 if source.live else options.speed)
         feeder = asyncio.create_task(
             feed(source, live, pacer, options.chunk_ms, options.duration, stop, self.on_audio)
         )

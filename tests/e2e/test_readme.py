@@ -66,3 +66,56 @@ async def test_serve_melvin_then_stream_to_it_like_the_readme(cli, speech_wav, s
         await server.wait()
     assert r.code == 0, r.stderr
     assert r.lines == ["Hello streaming world.", "The second sentence ends here."]
+
+
+async def test_the_readme_ci_script_runs_as_written(tmp_path):
+    """The "Regression tests in CI" script, run by bash on a folder laid out as it expects
+    (only the install line and the port differ: no network here, and a free port)."""
+    import shutil
+    import socket
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        import os
+
+        import pytest
+
+        if os.environ.get("STREAMCLI_REQUIRE_ESPEAK"):
+            pytest.fail("espeak-ng is required here (STREAMCLI_REQUIRE_ESPEAK) but not installed")
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Regression tests in CI", 1)[1].split("\n## ", 1)[0]
+    (script,) = re.findall(r"```sh\n(#!/usr/bin/env bash\n.*?)\n```", section, re.S)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    script = script.replace("pip install 'streamcli[wer]'", ":").replace("8394", port)
+    speech = tmp_path / "tests" / "speech"
+    (speech / "audio").mkdir(parents=True)
+    (speech / "refs").mkdir()
+    sentence = "The quick brown fox jumps over the lazy dog."  # what the emulator "recognizes"
+    (speech / "script.txt").write_text(sentence + "\n")
+    for name, text in (("first", sentence), ("second", sentence)):
+        subprocess.run(["espeak-ng", "-w", str(speech / "audio" / f"{name}.wav"), text], check=True)
+        (speech / "refs" / f"{name}.txt").write_text(text + "\n")
+    env = {**CLEAN_ENV, "PATH": f"{Path(sys.executable).parent}:{CLEAN_ENV.get('PATH', '')}"}
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    text = out.decode()
+    assert proc.returncode == 0, (text, err.decode())
+    assert "speech regression: passed" in text
+    assert re.search(r"^WER 0 over 2 files, p95 latency", text, re.M), text
+    assert (tmp_path / "report.xml").exists() and (tmp_path / "summary.md").exists()
+    assert sorted(p.name for p in (tmp_path / "transcripts").iterdir()) == [
+        "first.srt",
+        "second.srt",
+    ]
