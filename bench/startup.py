@@ -1,10 +1,19 @@
-"""Start-up: wall time of ``streamcli --help`` and of a shell completion, and launch to first frame.
+"""Start-up: ``--help``, shell completion, launch to first frame, and the microphone's capture.
 
-    python bench/startup.py [--runs 20]
+    python bench/startup.py [--runs 20] [--peer PATH/TO/speechmatics] [--mic]
 
-Prints the median (and min/max) of N runs of each command, the modules ``--help`` imports that
-take the most time (``python -X importtime``), and the time from launching
-``streamcli melvin FILE --speed 0`` to its first audio frame arriving at a local server.
+Prints the median (and min/max) of N runs of each command: ``--help`` and a completion as a user
+gets them (the page replayed from the help cache) and rendered afresh
+(``STREAMCLI_NO_HELP_CACHE=1``); with ``--peer``, the same ``--help`` of another CLI (the
+Speechmatics CLI: ``pip install speechmatics-python``) and the ratio; the modules a fresh
+``--help`` imports that take the most time (``python -X importtime``); and the time from
+launching ``streamcli melvin FILE --speed 0`` to its first audio frame at a local server.
+
+``--mic`` (needs an input device; ``.ci/pulse.sh`` makes one): ``streamcli melvin --mic`` against
+the recording server. Everything captured is sent once connected, so after the first burst the
+audio received trails the wall clock by the capture start: launch → capture running = (arrival
+of a frame 1 s after the first) − (audio seconds up to that frame) − launch. Also printed:
+launch → first frame on the wire.
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ def timed(label: str, cmd: list[str], runs: int, env: dict[str, str] | None = No
 
 
 def import_profile(cmd: list[str]) -> None:
-    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1", "STREAMCLI_NO_HELP_CACHE": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     rows = []
     for line in done.stderr.splitlines():
@@ -57,7 +66,7 @@ def import_profile(cmd: list[str]) -> None:
         if m and len(m.group(3)) <= 2:  # top-level imports only
             rows.append((int(m.group(2)), m.group(4)))
     loaded = {name.split(".")[0] for _, name in rows}
-    print("  slowest top-level imports of `streamcli --help` (cumulative):")
+    print("  slowest top-level imports of `streamcli --help` rendered afresh (cumulative):")
     for us, name in sorted(rows, reverse=True)[:6]:
         print(f"    {us / 1000:7.1f} ms  {name}")
     heavy = sorted(loaded & set(HEAVY))
@@ -87,9 +96,45 @@ def launch_to_first_frame(runs: int) -> float:
     return median(times)
 
 
+def mic_capture_start(runs: int) -> tuple[float, float]:
+    """Medians of launch -> capture running and launch -> first frame, ``--mic`` (seconds)."""
+    starts, firsts = [], []
+    with RecordingServer() as server:
+        cmd = [*streamcli_command(), "melvin", "--mic", "--url", server.url, "--no-auth"]
+        cmd += ["--json", "--duration", "3"]
+        for _ in range(runs + 1):
+            server.reset()
+            t0 = time.monotonic()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if not server.first_frame.wait(30):
+                proc.kill()
+                raise RuntimeError(f"no frame arrived: {proc.communicate()[1].decode()[-300:]}")
+            time.sleep(1.5)
+            conn = server.connections[0]
+            arrivals, sizes = list(conn.arrivals), list(conn.sizes)
+            proc.wait(30)
+            first = arrivals[0]
+            k = next(i for i, t in enumerate(arrivals) if t >= first + 1.0)
+            audio = sum(sizes[: k + 1]) / 32000  # 16 kHz s16le mono
+            starts.append(arrivals[k] - audio - t0)
+            firsts.append(first - t0)
+    starts, firsts = starts[1:], firsts[1:]
+    for label, values in (
+        ("--mic: launch to capture running", starts),
+        ("--mic: launch to first frame on the wire", firsts),
+    ):
+        print(
+            f"  {label:<44} median {ms(median(values)):>10}   min {ms(min(values)):>10}   "
+            f"max {ms(max(values)):>10}"
+        )
+    return median(starts), median(firsts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--peer", help="another CLI whose --help to time (e.g. speechmatics)")
+    parser.add_argument("--mic", action="store_true", help="also time the microphone start")
     args = parser.parse_args()
     cli = streamcli_command()
     print(f"machine: {machine()}")
@@ -105,23 +150,46 @@ def main() -> None:
     for title, env in envs:
         print(f"{title}:")
         timed("python -c pass (interpreter alone)", [PY, "-c", "pass"], args.runs, env)
-        help_median = timed("streamcli --help", [*cli, "--help"], args.runs, env)
-        timed("streamcli melvin --help", [*cli, "melvin", "--help"], args.runs, env)
+        fresh = {**env, "STREAMCLI_NO_HELP_CACHE": "1"}
+        timed("streamcli --help, rendered afresh", [*cli, "--help"], args.runs, fresh)
+        help_median = timed("streamcli --help (help cache)", [*cli, "--help"], args.runs, env)
+        timed(
+            "streamcli melvin --help, rendered afresh", [*cli, "melvin", "--help"], args.runs, fresh
+        )
+        timed("streamcli melvin --help (help cache)", [*cli, "melvin", "--help"], args.runs, env)
         completion = {
             **env,
             "_STREAMCLI_COMPLETE": "complete_bash",
             "COMP_WORDS": "streamcli melvin --sp",
             "COMP_CWORD": "2",
         }
-        complete_median = timed(
-            "bash completion (streamcli melvin --sp<TAB>)", cli, args.runs, completion
+        timed(
+            "bash completion, computed afresh",
+            cli,
+            args.runs,
+            {**completion, "STREAMCLI_NO_HELP_CACHE": "1"},
+        )
+        complete_median = timed("bash completion (help cache)", cli, args.runs, completion)
+    peer_median = None
+    if args.peer:
+        peer_median = timed(
+            f"peer: {os.path.basename(args.peer)} --help", [args.peer, "--help"], args.runs
         )
     first_frame = launch_to_first_frame(max(5, args.runs // 2))
+    mic = mic_capture_start(max(5, args.runs // 4)) if args.mic else None
     import_profile([*cli, "--help"])
     print()
-    print(f"target --help median < 150 ms: {'met' if help_median < 0.150 else 'NOT met'}")
-    print(f"target completion median < 150 ms: {'met' if complete_median < 0.150 else 'NOT met'}")
-    print(f"target launch to first frame < 500 ms: {'met' if first_frame < 0.5 else 'NOT met'}")
+    if peer_median:
+        ratio = help_median / peer_median
+        verdict = "met" if ratio <= 0.8 else "NOT met"
+        print(f"target --help <= 0.8x the peer's: {ratio:.2f}x, {verdict}")
+        ratio = complete_median / peer_median
+        verdict = "met" if ratio <= 0.8 else "NOT met"
+        print(f"target completion <= 0.8x the peer's --help: {ratio:.2f}x, {verdict}")
+    print(f"target launch to first frame <= 250 ms: {'met' if first_frame <= 0.25 else 'NOT met'}")
+    if mic is not None:
+        verdict = "met" if mic[0] <= 0.3 else "NOT met"
+        print(f"target --mic capture running within 300 ms of launch: {verdict}")
 
 
 if __name__ == "__main__":

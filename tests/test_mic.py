@@ -464,3 +464,97 @@ def test_close_stops_and_closes_the_stream() -> None:
     source.close()
     source.close()
     assert sd.streams[0].aborted and sd.streams[0].closed
+
+
+async def test_audio_captured_before_the_session_reads_is_delivered_first_in_order() -> None:
+    """``start()`` right after opening (before connecting, before the loop reads): a user who
+    talks right after Enter loses nothing, and blocks racing the hand-over keep their order."""
+    sd = FakeSoundDevice()
+    source = mic.MicSource(sd=sd)
+    source.start()
+    stream = sd.streams[0]
+    assert stream.started.is_set()
+    early = threading.Thread(target=lambda: [stream.deliver(numbered(n)) for n in range(300)])
+    early.start()
+    early.join()  # all before anyone reads: kept, not dropped
+    racing = threading.Thread(
+        target=lambda: [stream.deliver(numbered(n)) for n in range(300, 3000)]
+    )
+    received: list[int] = []
+
+    async def consume() -> None:
+        async for block in source.blocks():
+            received.append(int(block[0, 0]))
+
+    task = asyncio.create_task(consume())
+    racing.start()  # delivers while blocks() attaches to the loop
+    while racing.is_alive():
+        await asyncio.sleep(0.001)
+    source.stop()
+    await task
+    assert received == list(range(3000))
+
+
+async def test_early_capture_is_bounded_like_the_queue() -> None:
+    sd = FakeSoundDevice()
+    source = mic.MicSource(sd=sd, want_rate=16000, block_ms=50, queue_limit_seconds=1.0)
+    source.start()
+    for n in range(30):  # 1.5 s of 50 ms blocks, nobody reading yet
+        sd.streams[0].deliver(numbered(n, frames=800))
+    received = []
+
+    async def consume() -> None:
+        async for block in source.blocks():
+            received.append(int(block[0, 0]))
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.01)
+    source.stop()
+    await task
+    assert received == list(range(20))  # 1 s kept; the rest dropped, and reported
+    assert any("dropped" in w for w in source.take_warnings())
+
+
+def test_the_command_line_says_when_to_capture_from_launch() -> None:
+    assert mic.wants_prestart(["melvin", "--mic"]) == (None, None)
+    assert mic.wants_prestart(["vosk", "--mic", "--device", "USB", "--url", "ws://x"]) == (
+        "USB",
+        None,
+    )
+    assert mic.wants_prestart(["bodhi", "--mic", "--device=2", "--split-channels"]) == ("2", 2)
+    split = [
+        "phebi",
+        "--mic",
+        "--split-channels",
+        "--speaker",
+        "a",
+        "--speaker=b",
+        "--speaker",
+        "c",
+    ]
+    assert mic.wants_prestart(split) == (None, 3)
+    assert mic.wants_prestart(["melvin", "talk.wav"]) is None
+    assert mic.wants_prestart(["melvin", "--mic", "--help"]) is None
+    assert mic.wants_prestart(["serve", "melvin", "--mic"]) is None
+
+
+def test_a_prestarted_source_is_adopted_only_for_the_same_request(monkeypatch) -> None:
+    sd = FakeSoundDevice()
+    monkeypatch.setattr(mic, "import_sounddevice", lambda: sd)
+    mic.prestart(None, None)
+    (stream,) = sd.streams
+    assert stream.started.is_set()  # capturing before any command code ran
+    source = mic.adopt(None, None)
+    assert source is not None and source._stream is stream
+    assert mic.adopt(None, None) is None  # handed over once
+    mic.prestart(None, None)
+    assert mic.adopt("Built-in", None) is None  # another device asked for: closed
+    assert sd.streams[1].closed
+    source.close()
+
+
+def test_a_failed_prestart_is_left_for_the_command_to_report(monkeypatch) -> None:
+    sd = FakeSoundDevice(devices=[("HDMI Out", 0, 48000.0)])  # no input at all
+    monkeypatch.setattr(mic, "import_sounddevice", lambda: sd)
+    mic.prestart(None, None)
+    assert mic.adopt(None, None) is None

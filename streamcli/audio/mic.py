@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import asdict, dataclass
 from types import ModuleType
@@ -221,6 +222,12 @@ class MicSource:
         self._dropped_blocks = 0
         self._dropped_frames = 0
         self._device_lost = False
+        self._started = False
+        # Blocks captured before the event loop runs (``start()`` right after opening, while the
+        # session still imports and connects): kept here, handed to the queue by ``blocks()``.
+        self._early: list[tuple[np.ndarray, bool]] = []
+        self._early_frames = 0
+        self._attach_lock = threading.Lock()
         self._stream = self._open(
             want_rate, max(1, min(channels or 1, self.device.max_input_channels))
         )
@@ -266,10 +273,25 @@ class MicSource:
 
     # ---- PortAudio's thread -----------------------------------------------------------------
     def _callback(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
-        if self._stopping or self._loop is None:
+        if self._stopping:
             return
         # PortAudio reuses indata's memory for the next block: copy before handing over.
-        self._post(self._receive, indata.copy(), bool(status.input_overflow))
+        block, overflow = indata.copy(), bool(status.input_overflow)
+        if self._loop is None:
+            with self._attach_lock:
+                if self._loop is None:  # not attached yet: keep it for blocks()
+                    self._keep_early(block, overflow)
+                    return
+        self._post(self._receive, block, overflow)
+
+    def _keep_early(self, block: np.ndarray, overflow: bool) -> None:
+        limit = None if self._queue_limit is None else self._queue_limit * self.rate
+        if limit is not None and self._early_frames + len(block) > limit:
+            self._dropped_blocks += 1
+            self._dropped_frames += len(block)
+            return
+        self._early.append((block, overflow))
+        self._early_frames += len(block)
 
     def _finished(self) -> None:
         """The stream went inactive: after close(), or on its own (device unplugged)."""
@@ -307,14 +329,30 @@ class MicSource:
         self._queue.put_nowait(None)
 
     # ---- AudioSource ------------------------------------------------------------------------
-    async def blocks(self) -> AsyncGenerator[np.ndarray, None]:
-        if self._stopping or self._stream is None:
+    def start(self) -> None:
+        """Start capturing now, before the session connects (and before the event loop runs):
+        a user who talks right after Enter loses nothing; ``blocks()`` delivers it first."""
+        if self._started or self._stopping or self._stream is None:
             return
-        self._loop = asyncio.get_running_loop()
         try:
             self._stream.start()
         except self._sd.PortAudioError as e:
             raise UsageError(f"cannot start the {self.label}: {_pa_reason(e)}") from None
+        self._started = True
+
+    def _attach(self) -> None:
+        """From now on the callback posts to this loop; what came before goes first."""
+        with self._attach_lock:
+            self._loop = asyncio.get_running_loop()
+            early, self._early, self._early_frames = self._early, [], 0
+        for block, overflow in early:
+            self._receive(block, overflow)
+
+    async def blocks(self) -> AsyncGenerator[np.ndarray, None]:
+        if self._stopping or self._stream is None:
+            return
+        self._attach()
+        self.start()
         try:
             while True:
                 block = await self._next_block()
@@ -399,3 +437,56 @@ def _pa_reason(e: Exception) -> str:
     if _pa_code(e) == _PA_DEVICE_UNAVAILABLE:
         text += " (in use by another program?)"
     return text
+
+
+# ---- capture from launch ------------------------------------------------------------------------
+# Typer, the option checks and the session's libraries take a few hundred milliseconds before a
+# command's body runs. ``streamcli … --mic`` starts capturing before all that (``__main__``
+# calls ``prestart`` with the device and channel count read off the command line); the command
+# then ``adopt``s the running source when it asks for the same device and channels, and
+# everything captured since launch is sent once the session is connected. A request that
+# differs (or a pre-start that failed) gets a source opened the usual way.
+_prestarted: tuple[tuple[str | None, int | None], MicSource] | None = None
+STREAMING_COMMANDS = ("melvin", "phebi", "bodhi", "vosk", "veridas")
+
+
+def wants_prestart(argv: list[str]) -> tuple[str | None, int | None] | None:
+    """(device spec, channels) when ``argv`` streams from the microphone, else None."""
+    if not argv or argv[0] not in STREAMING_COMMANDS or "--mic" not in argv:
+        return None
+    if any(a in ("--help", "-h") for a in argv):
+        return None
+    device: str | None = None
+    speakers = 0
+    for i, arg in enumerate(argv):
+        if arg == "--device" and i + 1 < len(argv):
+            device = argv[i + 1]
+        elif arg.startswith("--device="):
+            device = arg.split("=", 1)[1]
+        elif arg == "--speaker" or arg.startswith("--speaker="):
+            speakers += 1
+    channels = max(2, speakers) if "--split-channels" in argv else None
+    return device, channels
+
+
+def prestart(device: str | None, channels: int | None) -> None:
+    """Open and start the microphone now; any failure is left for the command to report."""
+    global _prestarted
+    try:
+        source = MicSource(device=device, want_rate=16000, channels=channels)
+        source.start()
+    except Exception:
+        return
+    _prestarted = ((device, channels), source)
+
+
+def adopt(device: str | None, channels: int | None) -> MicSource | None:
+    """The pre-started source, when it was opened for this same request (else it is closed)."""
+    global _prestarted
+    if _prestarted is None:
+        return None
+    (request, source), _prestarted = _prestarted, None
+    if request == (device, channels):
+        return source
+    source.close()
+    return None

@@ -45,6 +45,9 @@ Mic = Annotated[
 def complete_device(incomplete: str) -> list[tuple[str, str]]:
     """``--device`` on TAB: input device names. sounddevice is imported only here, and any
     failure (no PortAudio, no sound server) offers nothing rather than breaking the shell."""
+    from streamcli import helpcache
+
+    helpcache.mark_dynamic()  # the devices change: this answer is never replayed
     try:
         devices = _input_devices_quietly()
     except Exception:

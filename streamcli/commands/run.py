@@ -1,6 +1,7 @@
 """The runner behind every WebSocket backend command: options -> typed configs (``InputSpec``,
 ``OutputSpec``, ``SessionOptions``, ``LoadSpec``) -> source, sessions, outputs -> ``engine`` ->
-exit status. Heavy imports live here, not in cli.py, so --help stays fast."""
+exit status. The heavy libraries (aiohttp, the engine) are imported after the input is open, so a
+microphone is already capturing while they load (``MicSource.start``)."""
 
 from __future__ import annotations
 
@@ -9,32 +10,45 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamcli import events as ev
-from streamcli.audio.sources import AudioSource, open_source
-from streamcli.backends.base import Backend, ConnectRequest
 from streamcli.commands.options import Common
-from streamcli.engine.interrupts import Interrupts
-from streamcli.engine.run import Outcome, run_source
-from streamcli.engine.session import Session, SessionOptions
 from streamcli.exit import ExitStatus, StreamcliError, UsageError
-from streamcli.sinks.outputs import AudioSaver, Outputs
 from streamcli.specs import InputSpec
-from streamcli.transport.websocket import plaintext_credentials_warning
 
-BackendFactory = Callable[[str | None], Backend]
+if TYPE_CHECKING:
+    from streamcli.audio.sources import AudioSource
+    from streamcli.backends.base import Backend, ConnectRequest
+    from streamcli.engine.interrupts import Interrupts
+    from streamcli.engine.run import Outcome
+    from streamcli.engine.session import SessionOptions
+    from streamcli.sinks.outputs import Outputs
+
+BackendFactory = Callable[[str | None], "Backend"]
 
 
 def open_input(spec: InputSpec) -> AudioSource:
+    """Open the input; a microphone starts capturing at once (what is said while the session
+    imports and connects is sent once it is connected)."""
+    from streamcli.audio.sources import open_source
+
     if spec.mic and spec.path is not None:
         raise UsageError("give either INPUT or --mic, not both")
     if spec.mic:
-        from streamcli.audio.mic import MicSource, select_device
+        from streamcli.audio.mic import MicSource, adopt, select_device
 
-        device = select_device(spec.device)
         channels = max(2, len(spec.speakers)) if spec.split_channels else None
-        return MicSource(device=device, want_rate=16000, channels=channels)
+        running = adopt(spec.device, channels)  # capturing since launch (``__main__``)
+        if running is not None:
+            return running
+        mic = MicSource(device=select_device(spec.device), want_rate=16000, channels=channels)
+        try:
+            mic.start()
+        except UsageError:
+            mic.close()
+            raise
+        return mic
     if spec.path is None:
         raise UsageError("missing INPUT: give an audio file, '-' for stdin, or --mic")
     return open_source(spec.path)
@@ -58,14 +72,17 @@ def run_streaming(
 ) -> tuple[int, list[Backend]]:
     """Run one session; returns the exit status and the backends (for post-session work)."""
     check_numbers(common)
-    options = common.session_options()
     if common.concurrency:
-        return run_load(common, backend_name, make_backend, options), []
+        return run_load(common, backend_name, make_backend, common.session_options()), []
     if common.batch:
-        return run_many(common, backend_name, make_backend, options), []
+        return run_many(common, backend_name, make_backend, common.session_options()), []
     spec = common.input_spec()
-    source = open_input(spec)
+    source = open_input(spec)  # first: a microphone captures while the rest loads
     try:
+        from streamcli.engine.interrupts import Interrupts
+        from streamcli.sinks.outputs import Outputs
+
+        options = common.session_options()
         names = speaker_names(spec, source.channels)
         backends = [make_backend(name) for name in names]
         warn_plaintext_credentials(b.connect_request() for b in backends)
@@ -188,6 +205,8 @@ def check_numbers(common: Common) -> None:
 def warn_plaintext_credentials(requests: Iterable[ConnectRequest]) -> None:
     """One stderr line per host and scheme when credentials would travel unencrypted off this
     machine."""
+    from streamcli.transport.websocket import plaintext_credentials_warning
+
     seen: set[str] = set()
     for request in requests:
         warning = plaintext_credentials_warning(request)
@@ -206,6 +225,10 @@ def _run(
     interrupts: Interrupts,
     make_backend: BackendFactory,
 ) -> Outcome:
+    from streamcli.engine.run import run_source
+    from streamcli.engine.session import Session
+    from streamcli.sinks.outputs import AudioSaver
+
     saver = AudioSaver(spec.save_audio, source) if spec.save_audio else None
     level = getattr(source, "level", None)
 

@@ -15,7 +15,7 @@ from conftest import CLEAN_ENV, dominant_frequency
 from streamcli.emulators.melvin import MelvinEmulator
 
 from .conftest import KEY
-from .test_mic_device import TONE_HZ, pulse, tone  # noqa: F401 - fixtures
+from .test_mic_device import SINK, TONE_HZ, pulse, tone  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.mic
 
@@ -89,3 +89,70 @@ async def test_an_unknown_device_exits_2_listing_the_devices(cli, pulse):  # noq
     assert r.code == 2
     (line,) = r.stderr.strip().splitlines()
     assert "no-such-usb-mic" in line and "pulse" in line
+
+
+async def slow_proxy(target_port: int, delay: float) -> tuple[asyncio.AbstractServer, int]:
+    """A TCP proxy that makes every connection wait ``delay`` seconds before it goes through
+    (a slow network or a server busy at its handshake)."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(delay)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_what_is_said_right_after_enter_is_sent_once_connected(
+    pulse,  # noqa: F811
+    emulator,
+    tmp_path,
+):
+    """The user talks at once; the connection takes 2.5 s. The microphone has been capturing
+    since launch, so the server gets the words said before it answered."""
+    import subprocess
+
+    rate = 48000
+    t = np.arange(int(2.0 * rate)) / rate
+    words = np.concatenate([0.5 * np.sin(2 * np.pi * TONE_HZ * t), np.zeros(10 * rate)])
+    path = tmp_path / "said-at-once.wav"
+    sf.write(path, words, rate, subtype="PCM_16")
+    port = int(emulator.url.rsplit(":", 1)[1].split("/")[0])
+    proxy, proxy_port = await slow_proxy(port, delay=2.5)
+    try:
+        cli = asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streamcli", "melvin", "--mic", "--duration", "5",
+            "--url", f"ws://127.0.0.1:{proxy_port}", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**CLEAN_ENV, **pulse_env()},
+        )  # fmt: skip
+        proc = await cli
+        player = subprocess.Popen(
+            ["paplay", f"--device={SINK}", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+        finally:
+            player.terminate()
+            player.wait(timeout=5)
+    finally:
+        proxy.close()
+    assert proc.returncode == 0, err.decode()
+    pcm = emulator.connections[0].pcm().astype(np.float32) / 32768
+    voiced = np.abs(pcm).reshape(-1, 160).max(axis=1) > 0.1  # 10 ms frames with the tone
+    # Without capture from launch, at most the tone's last ~0.3 s would arrive (capture would
+    # start when the connection is up, 2.5 s after launch).
+    assert voiced.sum() * 0.01 >= 1.2, voiced.sum()
