@@ -37,7 +37,7 @@ from streamcli.engine.session import Session, SessionOptions
 from streamcli.exit import ExitStatus, OutputError, StreamcliError, UsageError, worst_status
 from streamcli.metrics import LatenessHistogram, SessionRecord
 from streamcli.sinks.stream import LineWriter
-from streamcli.specs import BatchSpec, OutputSpec
+from streamcli.specs import BatchSpec, InputSpec, OutputSpec
 
 BackendFactory = Callable[[str | None], Backend]
 AUDIO_SUFFIXES = frozenset(
@@ -73,7 +73,7 @@ def expand_inputs(paths: list[str]) -> list[str]:
                 if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES
             )
             if not found:
-                raise UsageError(f"{p}: no audio files in this directory")
+                raise UsageError(f"{p}: is a directory with no audio files in it")
             out += found
         else:
             out.append(p)
@@ -210,7 +210,7 @@ class FileJob:
             from streamcli.audio.sources import open_source
 
             source = open_source(r.input)  # reads a header: quick (stdin is not in batches)
-            names = b.speaker_names(source.channels)
+            names = b.input_spec.speaker_names(source.channels)
             files = self._open_outputs()
             sessions = [self._session(name, i, files) for i, name in enumerate(names)]
             self.feed = FeedJob(source, sessions, b.options)
@@ -280,7 +280,7 @@ class FileJob:
             make(),
             handle,
             b.options,
-            channel=channel if b.split_channels else None,
+            channel=channel if b.input_spec.split_channels else None,
             factory=make,
         )
 
@@ -295,16 +295,14 @@ class BatchRun:
         options: SessionOptions,
         spec: BatchSpec,
         output: OutputSpec,
-        split_channels: bool,
-        speakers: tuple[str, ...],
+        input_spec: InputSpec,
     ) -> None:
         self.backend_name = backend_name
         self.make_backend = make_backend
         self.options = options
         self.spec = spec
         self.output = output
-        self.split_channels = split_channels
-        self.speakers = speakers
+        self.input_spec = input_spec  # channels and speaker names (its path is unused)
         self.results = [FileResult(path, i) for i, path in enumerate(inputs, 1)]
         self.lateness = LatenessHistogram()  # shared: memory stays flat in the number of files
         self.interrupts = Interrupts()
@@ -314,16 +312,6 @@ class BatchRun:
         self.progress: Any = None
         self.wall_seconds = 0.0
         self.interrupted = False
-
-    def speaker_names(self, channels: int) -> list[str | None]:
-        if not self.split_channels:
-            return [self.speakers[0] if self.speakers else None]
-        if self.speakers and len(self.speakers) != channels:
-            raise UsageError(
-                f"--split-channels: the input has {channels} channel(s) but "
-                f"{len(self.speakers)} --speaker name(s) were given"
-            )
-        return list(self.speakers) or [f"channel{i + 1}" for i in range(channels)]
 
     # ---- what goes out while it runs
     def emit(self, event: ev.Event, path: str) -> None:
@@ -484,8 +472,7 @@ def run_batch(
     options: SessionOptions,
     spec: BatchSpec,
     output: OutputSpec,
-    split_channels: bool = False,
-    speakers: tuple[str, ...] = (),
+    input_spec: InputSpec | None = None,
 ) -> int:
     """Run every input (at most ``spec.jobs`` at once); print results; return the exit code."""
     from streamcli.present.batch import print_summary, write_junit, write_markdown
@@ -496,7 +483,7 @@ def run_batch(
     if files.count("-") and len(files) > 1:
         raise UsageError("stdin ('-') cannot be one of several inputs")
     run = BatchRun(
-        files, backend_name, make_backend, options, spec, output, split_channels, speakers
+        files, backend_name, make_backend, options, spec, output, input_spec or InputSpec()
     )
     output_names(output.files, files)  # a bad template fails before anything runs
     asyncio.run(run.run())

@@ -19,6 +19,21 @@ class InputSpec:
     speakers: tuple[str, ...] = ()
     save_audio: str | None = None  # --save-audio: a WAV of what was read
 
+    def speaker_names(self, channels: int) -> list[str | None]:
+        """One name per session: the one --speaker, or one per channel (--split-channels)."""
+        from streamcli.exit import UsageError
+
+        if not self.split_channels:
+            if len(self.speakers) > 1:
+                raise UsageError("several --speaker names need --split-channels (one per channel)")
+            return [self.speakers[0] if self.speakers else None]
+        if self.speakers and len(self.speakers) != channels:
+            raise UsageError(
+                f"--split-channels: the input has {channels} channel(s) but "
+                f"{len(self.speakers)} --speaker name(s) were given"
+            )
+        return list(self.speakers) or [f"channel{i + 1}" for i in range(channels)]
+
 
 @dataclass(frozen=True)
 class OutputSpec:

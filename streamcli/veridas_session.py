@@ -49,7 +49,7 @@ from streamcli.backends.veridas import (
 )
 from streamcli.engine.feed import feed, stop_feed
 from streamcli.engine.interrupts import Interrupts
-from streamcli.engine.run import Outcome, Schedule, run_sessions
+from streamcli.engine.run import Outcome, run_alone
 from streamcli.engine.session import Session, SessionOptions, Tracer
 from streamcli.exit import (
     ConnectError,
@@ -613,14 +613,10 @@ async def run_veridas(
     interrupts: Interrupts | None = None,
     on_audio: Callable[[object], None] | None = None,
 ) -> Outcome:
-    """One register/verify run: the Veridas flow as the one job of ``engine.run.run_sessions``."""
+    """One register/verify run: the Veridas flow as the one job of ``engine.run.run_alone``."""
     interrupts = interrupts or Interrupts()
     session = VeridasSession(source, config, options, emit, interrupts, on_audio)
-    report = await run_sessions([session], Schedule(), interrupts)
+    report = await run_alone(session, interrupts)
     if report.aborted:
-        status = ExitStatus.OK if interrupts.output_closed else ExitStatus.INTERRUPTED
-        return Outcome(status, interrupted=True)
-    error = report.states[0].error
-    if error is not None:
-        raise error
+        return Outcome.aborted(interrupts)
     return session.outcome(report.interrupted)

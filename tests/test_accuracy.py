@@ -71,5 +71,5 @@ def test_a_directory_stands_for_its_audio_files(tmp_path):
     with pytest.raises(UsageError, match="given twice"):
         expand_inputs([str(tmp_path), str(tmp_path / "a.flac")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="no audio files"):
+    with pytest.raises(UsageError, match="is a directory with no audio files"):
         expand_inputs([str(tmp_path / "empty")])

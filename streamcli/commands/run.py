@@ -54,19 +54,6 @@ def open_input(spec: InputSpec) -> AudioSource:
     return open_source(spec.path)
 
 
-def speaker_names(spec: InputSpec, channels: int) -> list[str | None]:
-    if not spec.split_channels:
-        if len(spec.speakers) > 1:
-            raise UsageError("several --speaker names need --split-channels (one per channel)")
-        return [spec.speakers[0] if spec.speakers else None]
-    if spec.speakers and len(spec.speakers) != channels:
-        raise UsageError(
-            f"--split-channels: the input has {channels} channel(s) but "
-            f"{len(spec.speakers)} --speaker name(s) were given"
-        )
-    return list(spec.speakers) or [f"channel{i + 1}" for i in range(channels)]
-
-
 def run_streaming(
     common: Common, backend_name: str, make_backend: BackendFactory
 ) -> tuple[int, list[Backend]]:
@@ -83,7 +70,7 @@ def run_streaming(
         from streamcli.sinks.outputs import Outputs
 
         options = common.session_options()
-        names = speaker_names(spec, source.channels)
+        names = spec.speaker_names(source.channels)
         backends = [make_backend(name) for name in names]
         warn_plaintext_credentials(b.connect_request() for b in backends)
         interrupts = Interrupts()
@@ -137,8 +124,7 @@ def run_many(
         options,
         common.batch_spec(),
         common.output_spec(),
-        split_channels=common.split_channels,
-        speakers=tuple(common.speakers),
+        common.input_spec(),
     )
 
 

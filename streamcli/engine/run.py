@@ -246,6 +246,22 @@ class Outcome:
     status: ExitStatus
     interrupted: bool = False
 
+    @classmethod
+    def aborted(cls, interrupts: Interrupts) -> Outcome:
+        """A second Ctrl-C (130), or stdout went away (nobody wants more: 0)."""
+        return cls(
+            ExitStatus.OK if interrupts.output_closed else ExitStatus.INTERRUPTED, interrupted=True
+        )
+
+
+async def run_alone(job: Job, interrupts: Interrupts) -> RunReport:
+    """A CLI command's one job; its own exception (not its sessions' errors) is raised here."""
+    report = await run_sessions([job], Schedule(), interrupts)
+    error = report.states[0].error
+    if error is not None and not report.aborted:
+        raise error
+    return report
+
 
 async def run_source(
     source: AudioSource,
@@ -259,13 +275,9 @@ async def run_source(
     fails mid-read raises its error)."""
     interrupts = interrupts or Interrupts()
     job = FeedJob(source, sessions, options, on_audio, on_audio_end)
-    report = await run_sessions([job], Schedule(), interrupts)
+    report = await run_alone(job, interrupts)
     if report.aborted:
-        status = ExitStatus.OK if interrupts.output_closed else ExitStatus.INTERRUPTED
-        return Outcome(status, interrupted=True)
-    error = report.states[0].error
-    if error is not None:
-        raise error
+        return Outcome.aborted(interrupts)
     status = job.status()
     if report.interrupted and not source.live and status == ExitStatus.OK:
         status = ExitStatus.INTERRUPTED

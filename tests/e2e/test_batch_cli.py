@@ -250,7 +250,7 @@ def test_junit_and_summary_read_the_same_results(speech, tmp_path):
     from streamcli.batch import BatchRun, FileResult, summary_dict
     from streamcli.engine.session import SessionOptions
     from streamcli.present.batch import write_junit
-    from streamcli.specs import BatchSpec, OutputSpec
+    from streamcli.specs import BatchSpec, InputSpec, OutputSpec
 
     run = BatchRun(
         [],
@@ -259,8 +259,7 @@ def test_junit_and_summary_read_the_same_results(speech, tmp_path):
         SessionOptions(),
         BatchSpec(max_wer=0.1),
         OutputSpec(),
-        False,
-        (),
+        InputSpec(),
     )  # type: ignore[arg-type,return-value]
     run.results = [FileResult("a.wav", 1, ended_at=2.0, started_at=1.0, started=True)]
     run.results[0].below.append("WER 20.0% > --max-wer 10.0%")

@@ -293,7 +293,7 @@ async def test_twenty_sessions_work_with_other_backends(
     emu = emulator_cls(script=script_file)
     await emu.start()
     name, factory = case(emu.url)
-    common = Common(input=str(speech_wav), speed=4.0, concurrency=20, json=True)
+    common = Common(inputs=[str(speech_wav)], speed=4.0, concurrency=20, json=True)
     try:
         code, _ = await asyncio.to_thread(run_streaming, common, name, factory)
     finally:
@@ -315,7 +315,7 @@ async def test_a_server_that_cannot_be_reached_fails_every_session_with_exit_4(s
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     name, factory = vosk_case(f"ws://127.0.0.1:{port}")
-    common = Common(input=str(speech_wav), concurrency=5, json=True)
+    common = Common(inputs=[str(speech_wav)], concurrency=5, json=True)
     code, _ = await asyncio.to_thread(run_streaming, common, name, factory)
     summary = json.loads(capsys.readouterr().out)
     assert code == 4
