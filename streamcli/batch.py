@@ -143,7 +143,7 @@ class FileResult:
     started_at: float | None = None
     ended_at: float | None = None
     records: list[SessionRecord] = field(default_factory=list)
-    finals: list[ev.Final] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # the finals' texts, in order
     reference_missing: str | None = None
     score: Score | None = None
     below: list[str] = field(default_factory=list)  # the thresholds it missed
@@ -158,7 +158,7 @@ class FileResult:
 
     @property
     def transcript(self) -> str:
-        return " ".join(f.text for f in self.finals if f.text.strip())
+        return " ".join(t for t in self.texts if t.strip())
 
     @property
     def wall_seconds(self) -> float | None:
@@ -230,6 +230,7 @@ class FileJob:
             for f in files:
                 f.close()
             r.ended_at = loop.time()
+            self.feed = None  # its sessions, backends and buffers: nothing outlives the file
             b.finished(r)
 
     def abort(self) -> None:
@@ -263,7 +264,7 @@ class FileJob:
                 record.audio_t0 = self.feed.pacer.t0
             record.on_event(event, loop.time())
             if isinstance(event, ev.Final):
-                r.finals.append(event)
+                r.texts.append(event.text)
             b.emit(event, r.input)
             for f in files:
                 if not getattr(f, "failed", False):

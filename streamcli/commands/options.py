@@ -411,6 +411,7 @@ class Common:
             len(self.inputs) > 1
             or any(p != "-" and os.path.isdir(p) for p in self.inputs)
             or self.jobs > 1
+            or (self.max_p95_latency is not None and not self.concurrency)
             or any(
                 v is not None
                 for v in (
