@@ -12,14 +12,14 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-# Error kinds: the session maps these to exit codes (see exit.py).
-AUTH = "auth"  # credentials rejected -> 3
-CONNECTION = "connection"  # cannot connect / connection lost -> 4
-SERVER = "server"  # the server reported an error -> 5
-PROTOCOL = "protocol"  # the server broke the protocol -> 5
-TIMEOUT = "timeout"  # waited longer than --timeout -> 6
-USAGE = "usage"  # the server refused our request as malformed (bad model, config) -> 2
-OUTPUT = "output"  # a result could not be written (disk full, directory gone) -> 7
+# Error kinds (``Error.kind``), defined in ``kinds.py``; ``exit.py`` maps them to exit codes.
+from streamcli.kinds import AUTH as AUTH
+from streamcli.kinds import CONNECTION as CONNECTION
+from streamcli.kinds import OUTPUT as OUTPUT
+from streamcli.kinds import PROTOCOL as PROTOCOL
+from streamcli.kinds import SERVER as SERVER
+from streamcli.kinds import TIMEOUT as TIMEOUT
+from streamcli.kinds import USAGE as USAGE
 
 
 @dataclass(frozen=True, kw_only=True)

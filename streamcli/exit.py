@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-from streamcli import events as ev
+from streamcli import kinds as ev
 
 
 class ExitStatus(enum.IntEnum):
