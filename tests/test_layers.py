@@ -114,5 +114,6 @@ def test_nothing_below_the_commands_imports_typer_the_cli_or_the_option_bag():
 
 def test_the_engine_is_used_by_the_commands_the_load_test_and_veridas():
     edges = graph()
-    for user in ("streamcli.commands.run", "streamcli.loadtest", "streamcli.veridas_session"):
+    users = ("streamcli.commands.run", "streamcli.loadtest", "streamcli.batch")
+    for user in (*users, "streamcli.veridas_session"):
         assert any(m.startswith("streamcli.engine") for m in edges[user]), user

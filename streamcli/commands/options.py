@@ -237,6 +237,7 @@ Reference = Annotated[
     str | None,
     typer.Option(
         help="Reference transcript (text file) to score the one input against (WER, CER).",
+        metavar="FILE",
         rich_help_panel=BATCH,
         show_default=False,
     ),
@@ -245,6 +246,7 @@ ReferenceDir = Annotated[
     str | None,
     typer.Option(
         help="Directory of reference transcripts: {stem}.txt for each input.",
+        metavar="DIR",
         rich_help_panel=BATCH,
         show_default=False,
     ),
@@ -269,6 +271,7 @@ Junit = Annotated[
     str | None,
     typer.Option(
         help="Write a JUnit XML report: one test case per input.",
+        metavar="FILE",
         rich_help_panel=BATCH,
         show_default=False,
     ),
@@ -277,6 +280,7 @@ SummaryMd = Annotated[
     str | None,
     typer.Option(
         help="Write a Markdown summary (e.g. to $GITHUB_STEP_SUMMARY).",
+        metavar="FILE",
         rich_help_panel=BATCH,
         show_default=False,
     ),
