@@ -24,12 +24,14 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (
     CACHE,
     PY,
+    Connection,
     RecordingServer,
     machine,
     median,
@@ -73,61 +75,54 @@ def import_profile(cmd: list[str]) -> None:
     print(f"  heavy libraries imported by --help: {', '.join(heavy) if heavy else 'none'}")
 
 
-def launch_to_first_frame(runs: int) -> float:
-    wav = speech_like_wav(2.0)
-    times = []
+def launches(cmd: list[str], runs: int, settle: float = 0.0) -> Iterator[tuple[float, Connection]]:
+    """Launch ``cmd`` ``runs + 1`` times against a recording server; yield (launch time, the
+    connection) once its first frame arrived (and ``settle`` seconds more). The first run only
+    warms the page cache and is not yielded."""
     with RecordingServer() as server:
-        cmd = [*streamcli_command(), "melvin", str(wav), "--url", server.url, "--no-auth"]
-        cmd += ["--speed", "0", "--json"]
-        for _ in range(runs + 1):
+        for i in range(runs + 1):
             server.reset()
             t0 = time.monotonic()
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            argv = [*cmd, "--url", server.url]
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if not server.first_frame.wait(30):
                 proc.kill()
-                raise RuntimeError("no frame arrived")
-            times.append(server.connections[0].arrivals[0] - t0)
-            proc.wait(30)
-    times = times[1:]  # the first run warms the page cache
+                raise RuntimeError(f"no frame arrived: {proc.communicate()[1].decode()[-300:]}")
+            time.sleep(settle)
+            if i > 0:
+                yield t0, server.connections[0]
+            proc.communicate(timeout=30)
+
+
+def report(label: str, values: list[float]) -> float:
     print(
-        f"  {'launch to first audio frame on the wire':<44} median {ms(median(times)):>10}   "
-        f"min {ms(min(times)):>10}   max {ms(max(times)):>10}"
+        f"  {label:<44} median {ms(median(values)):>10}   min {ms(min(values)):>10}   "
+        f"max {ms(max(values)):>10}"
     )
-    return median(times)
+    return median(values)
+
+
+def launch_to_first_frame(runs: int) -> float:
+    wav = speech_like_wav(2.0)
+    cmd = [*streamcli_command(), "melvin", str(wav), "--no-auth", "--speed", "0", "--json"]
+    times = [conn.arrivals[0] - t0 for t0, conn in launches(cmd, runs)]
+    return report("launch to first audio frame on the wire", times)
 
 
 def mic_capture_start(runs: int) -> tuple[float, float]:
     """Medians of launch -> capture running and launch -> first frame, ``--mic`` (seconds)."""
+    cmd = [*streamcli_command(), "melvin", "--mic", "--no-auth", "--json", "--duration", "3"]
     starts, firsts = [], []
-    with RecordingServer() as server:
-        cmd = [*streamcli_command(), "melvin", "--mic", "--url", server.url, "--no-auth"]
-        cmd += ["--json", "--duration", "3"]
-        for _ in range(runs + 1):
-            server.reset()
-            t0 = time.monotonic()
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            if not server.first_frame.wait(30):
-                proc.kill()
-                raise RuntimeError(f"no frame arrived: {proc.communicate()[1].decode()[-300:]}")
-            time.sleep(1.5)
-            conn = server.connections[0]
-            arrivals, sizes = list(conn.arrivals), list(conn.sizes)
-            proc.wait(30)
-            first = arrivals[0]
-            k = next(i for i, t in enumerate(arrivals) if t >= first + 1.0)
-            audio = sum(sizes[: k + 1]) / 32000  # 16 kHz s16le mono
-            starts.append(arrivals[k] - audio - t0)
-            firsts.append(first - t0)
-    starts, firsts = starts[1:], firsts[1:]
-    for label, values in (
-        ("--mic: launch to capture running", starts),
-        ("--mic: launch to first frame on the wire", firsts),
-    ):
-        print(
-            f"  {label:<44} median {ms(median(values)):>10}   min {ms(min(values)):>10}   "
-            f"max {ms(max(values)):>10}"
-        )
-    return median(starts), median(firsts)
+    for t0, conn in launches(cmd, runs, settle=1.5):
+        arrivals, sizes = list(conn.arrivals), list(conn.sizes)
+        k = next(i for i, t in enumerate(arrivals) if t >= arrivals[0] + 1.0)
+        audio = sum(sizes[: k + 1]) / 32000  # 16 kHz s16le mono
+        starts.append(arrivals[k] - audio - t0)
+        firsts.append(arrivals[0] - t0)
+    return (
+        report("--mic: launch to capture running", starts),
+        report("--mic: launch to first frame on the wire", firsts),
+    )
 
 
 def main() -> None:
