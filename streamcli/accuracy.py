@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamcli.exit import UsageError
+from streamcli.metrics import rounded
 
 INSTALL_HINT = "pip install 'streamcli[wer]'"
 
@@ -83,8 +84,8 @@ class Score:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "wer": _round(self.wer),
-            "cer": _round(self.cer),
+            "wer": rounded(self.wer),
+            "cer": rounded(self.cer),
             "reference_words": self.reference_words,
             "hits": self.hits,
             "substitutions": self.substitutions,
@@ -94,17 +95,13 @@ class Score:
         }
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
-
-
 def score(reference: str, hypothesis: str, normalize: bool = True) -> Score:
     """Score ``hypothesis`` against ``reference`` (WER, CER, S/I/D and the aligned words)."""
     jiwer = _jiwer()
     words = _transforms(jiwer, normalize, chars=False)
     chars = _transforms(jiwer, normalize, chars=True)
-    ref_words = [w for s in words(reference) for w in s]
-    hyp_words = [w for s in words(hypothesis) for w in s]
+    ref_words = normalized_words(reference, normalize)
+    hyp_words = normalized_words(hypothesis, normalize)
     if not ref_words:
         # jiwer refuses an empty reference: nothing to say is right only when nothing was said.
         rate = 0.0 if not hyp_words else None

@@ -35,8 +35,8 @@ from streamcli.engine.interrupts import Interrupts
 from streamcli.engine.run import FeedJob, RunReport, Schedule, run_sessions
 from streamcli.engine.session import Session, SessionOptions
 from streamcli.exit import ExitStatus, OutputError, StreamcliError, UsageError, worst_status
-from streamcli.metrics import LatenessHistogram, SessionRecord
-from streamcli.sinks.stream import LineWriter
+from streamcli.metrics import LatenessHistogram, SessionRecord, rounded
+from streamcli.sinks.stream import Fanout, JsonLinesSink, LineWriter, Sink
 from streamcli.specs import BatchSpec, InputSpec, OutputSpec
 
 BackendFactory = Callable[[str | None], Backend]
@@ -169,6 +169,10 @@ class FileResult:
     def latencies(self) -> list[float]:
         return [x for r in self.records for x in r.final_latencies]
 
+    def latency(self) -> dict[str, Any]:
+        """Final latency of this file: ``{count, p50, p95, max}``."""
+        return metrics.summarize(self.latencies())
+
     def first(self, what: str) -> float | None:
         values = metrics.present(r.since_audio(getattr(r, what)) for r in self.records)
         return min(values) if values else None
@@ -204,15 +208,15 @@ class FileJob:
         loop = asyncio.get_running_loop()
         r.started, r.started_at = True, loop.time()
         b.progress_changed()
-        files: list[Any] = []
+        outputs = Fanout([], on_failure=b.output_failed)
         source = None
         try:
             from streamcli.audio.sources import open_source
 
             source = open_source(r.input)  # reads a header: quick (stdin is not in batches)
             names = b.input_spec.speaker_names(source.channels)
-            files = self._open_outputs()
-            sessions = [self._session(name, i, files) for i, name in enumerate(names)]
+            outputs.sinks = self._outputs()
+            sessions = [self._session(name, i, outputs) for i, name in enumerate(names)]
             self.feed = FeedJob(source, sessions, b.options)
             await self.feed.run(stop)
             r.audio_seconds = max((s.backend.audio_seconds_sent for s in sessions), default=0.0)
@@ -227,8 +231,7 @@ class FileJob:
         finally:
             if source is not None:
                 source.close()
-            for f in files:
-                f.close()
+            outputs.close()
             r.ended_at = loop.time()
             self.feed = None  # its sessions, backends and buffers: nothing outlives the file
             b.finished(r)
@@ -242,18 +245,22 @@ class FileJob:
         if r.error is None:
             r.error, r.status = message, status
 
-    def _open_outputs(self) -> list[Any]:
+    def _outputs(self) -> list[Sink]:
+        """This file's sinks: its JSON lines on stdout (with ``input``), its ``-o`` files."""
         from streamcli.sinks.files import open_output
 
-        files = []
+        b = self.run_
+        sinks: list[Sink] = []
+        if b.json:
+            sinks.append(JsonLinesSink(b.writer, extra={"input": self.result.input}))
         for path in self.output_paths:
             parent = os.path.dirname(path)
             if parent:
                 os.makedirs(parent, exist_ok=True)
-            files.append(open_output(path, self.run_.output.format))
-        return files
+            sinks.append(open_output(path, b.output.format))
+        return sinks
 
-    def _session(self, speaker: str | None, channel: int, files: list[Any]) -> Session:
+    def _session(self, speaker: str | None, channel: int, outputs: Fanout) -> Session:
         b, r = self.run_, self.result
         record = SessionRecord(index=channel, speed=b.options.speed, lateness=b.lateness)
         r.records.append(record)
@@ -265,14 +272,7 @@ class FileJob:
             record.on_event(event, loop.time())
             if isinstance(event, ev.Final):
                 r.texts.append(event.text)
-            b.emit(event, r.input)
-            for f in files:
-                if not getattr(f, "failed", False):
-                    try:
-                        f.handle(event)
-                    except OutputError as e:
-                        f.failed = True
-                        b.output_failed(e)
+            outputs.handle(event)
 
         def make() -> Backend:
             return b.make_backend(speaker)  # a fresh backend per reconnect
@@ -315,11 +315,6 @@ class BatchRun:
         self.interrupted = False
 
     # ---- what goes out while it runs
-    def emit(self, event: ev.Event, path: str) -> None:
-        if not self.json or isinstance(event, ev.Raw):
-            return
-        self._line({**event.to_dict(), "input": path})
-
     def _line(self, obj: dict[str, Any]) -> None:
         try:
             self.writer.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
@@ -363,7 +358,7 @@ class BatchRun:
             elif r.score.wer > s.max_wer:
                 r.below.append(f"WER {r.score.wer:.1%} > --max-wer {s.max_wer:.1%}")
         if s.max_p95_latency is not None:
-            p95 = metrics.summarize(r.latencies())["p95"]
+            p95 = r.latency()["p95"]
             if p95 is None:
                 r.below.append("no final latency measured for --max-p95-latency")
             elif p95 > s.max_p95_latency:
@@ -372,10 +367,10 @@ class BatchRun:
                 )
 
     # ---- the whole run
-    async def run(self) -> RunReport:
+    async def run(self, names: list[list[str]]) -> RunReport:
+        """Run every file; ``names``: each file's output paths (``output_names``)."""
         from streamcli.present.batch import Progress
 
-        names = output_names(self.output.files, [r.input for r in self.results])
         jobs = [FileJob(self, r, n) for r, n in zip(self.results, names, strict=True)]
         self.progress = Progress.on_terminal(quiet=self.output.quiet)
         try:
@@ -406,7 +401,7 @@ class BatchRun:
 
 
 def result_dict(r: FileResult, run: BatchRun) -> dict[str, Any]:
-    latency = metrics.summarize(r.latencies())
+    latency = r.latency()
     return {
         "type": "result",
         "backend": run.backend_name,
@@ -415,10 +410,10 @@ def result_dict(r: FileResult, run: BatchRun) -> dict[str, Any]:
         "exit_code": int(ExitStatus.QUALITY if r.below and not r.failed else r.status),
         "error": r.error,
         "audio_seconds": round(r.audio_seconds, 3),
-        "wall_seconds": _r(r.wall_seconds),
-        "rtf": _r(r.rtf),
-        "first_partial": _r(r.first("first_partial")),
-        "first_final": _r(r.first("first_final")),
+        "wall_seconds": rounded(r.wall_seconds),
+        "rtf": rounded(r.rtf),
+        "first_partial": rounded(r.first("first_partial")),
+        "first_final": rounded(r.first("first_final")),
         "final_latency": latency,
         "transcript": r.transcript,
         "reference_missing": r.reference_missing,
@@ -444,10 +439,10 @@ def summary_dict(run: BatchRun) -> dict[str, Any]:
         "jobs": run.spec.jobs,
         "speed": run.options.speed,
         "audio_seconds": round(audio, 3),
-        "wall_seconds": _r(wall),
-        "rtf": _r(wall / audio) if audio else None,
-        "wer": _r(weighted_wer(scores)),
-        "cer": _r(weighted_cer(scores)),
+        "wall_seconds": rounded(wall),
+        "rtf": rounded(wall / audio) if audio else None,
+        "wer": rounded(weighted_wer(scores)),
+        "cer": rounded(weighted_cer(scores)),
         "scored_files": len(scores),
         "reference_words": sum(s.reference_words for s in scores),
         "first_partial": metrics.summarize(
@@ -460,10 +455,6 @@ def summary_dict(run: BatchRun) -> dict[str, Any]:
         "interrupted": run.interrupted,
         "exit_code": int(run.exit_status()),
     }
-
-
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
 
 
 def run_batch(
@@ -486,8 +477,8 @@ def run_batch(
     run = BatchRun(
         files, backend_name, make_backend, options, spec, output, input_spec or InputSpec()
     )
-    output_names(output.files, files)  # a bad template fails before anything runs
-    asyncio.run(run.run())
+    names = output_names(output.files, files)  # a bad template fails before anything runs
+    asyncio.run(run.run(names))
     summary = summary_dict(run)
     if run.json:
         run._line(summary)

@@ -186,14 +186,10 @@ class _Recorder:
         return getattr(self._stream, name)
 
 
-class _StderrWatch(_Recorder):
-    pass
-
-
 def record(argv: list[str], run: Callable[[], None]) -> None:
     """Run the CLI (it renders the help and exits); store the page when it went cleanly."""
     computed = key(argv)
-    out, err = _Recorder(sys.stdout), _StderrWatch(sys.stderr)
+    out, err = _Recorder(sys.stdout), _Recorder(sys.stderr)
     real_out, real_err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
     code: Any = 0

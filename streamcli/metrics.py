@@ -79,6 +79,11 @@ class LatenessHistogram:
         return out
 
 
+def rounded(seconds: float | None) -> float | None:
+    """Seconds (or a rate) as JSON shows them: microseconds, None kept."""
+    return None if seconds is None else round(seconds, 6)
+
+
 def _r(seconds: float) -> float:
     return round(seconds, 6)
 

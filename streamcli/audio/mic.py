@@ -287,10 +287,7 @@ class MicSource:
         self._post(self._receive, block, overflow)
 
     def _keep_early(self, block: np.ndarray, overflow: bool) -> None:
-        limit = None if self._queue_limit is None else self._queue_limit * self.rate
-        if limit is not None and self._early_frames + len(block) > limit:
-            self._dropped_blocks += 1
-            self._dropped_frames += len(block)
+        if self._full(self._early_frames, block):
             return
         self._early.append((block, overflow))
         self._early_frames += len(block)
@@ -306,6 +303,16 @@ class MicSource:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the session is over
             self._loop.call_soon_threadsafe(fn, *args)
 
+    def _full(self, pending: int, block: np.ndarray) -> bool:
+        """Past ``queue_limit_seconds`` waiting: the block is dropped (and counted) to bound
+        the memory."""
+        limit = None if self._queue_limit is None else self._queue_limit * self.rate
+        if limit is None or pending + len(block) <= limit:
+            return False
+        self._dropped_blocks += 1
+        self._dropped_frames += len(block)
+        return True
+
     # ---- the loop's thread ------------------------------------------------------------------
     @property
     def _q(self) -> asyncio.Queue[np.ndarray | None]:
@@ -319,12 +326,8 @@ class MicSource:
             self._overflows += 1
         self.level = rms_dbfs(block)
         self.frames_captured += len(block)
-        limit = None if self._queue_limit is None else self._queue_limit * self.rate
-        if limit is not None and self._queued_frames + len(block) > limit:
-            # The consumer is stuck (e.g. a server that stopped reading): bound the memory.
-            self._dropped_blocks += 1
-            self._dropped_frames += len(block)
-            return
+        if self._full(self._queued_frames, block):
+            return  # the consumer is stuck (e.g. a server that stopped reading)
         self._queued_frames += len(block)
         self._q.put_nowait(block)
 

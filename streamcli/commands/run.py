@@ -129,14 +129,14 @@ def run_many(
 
 
 def check_batch_options(common: Common) -> None:
-    unsupported = [
-        ("--mic", common.mic),
-        ("--raw", common.raw),
-        ("--save-audio", common.save_audio is not None),
-    ]
-    for name, used in unsupported:
-        if used:
-            raise UsageError(f"{name} cannot be combined with a batch run (several inputs)")
+    _refuse(
+        "a batch run (several inputs)",
+        [
+            ("--mic", common.mic),
+            ("--raw", common.raw),
+            ("--save-audio", common.save_audio is not None),
+        ],
+    )
     if not common.inputs:
         raise UsageError("missing INPUT: give audio files or directories")
     if common.reference is not None and common.reference_dir is not None:
@@ -155,17 +155,24 @@ def check_batch_options(common: Common) -> None:
             raise UsageError(f"{option} {path}: no such file or directory")
 
 
-def check_load_options(common: Common) -> None:
-    unsupported = [
-        ("--mic", common.mic),
-        ("--split-channels", common.split_channels),
-        ("--raw", common.raw),
-        ("--output", bool(common.outputs)),
-        ("--save-audio", common.save_audio is not None),
-    ]
-    for name, used in unsupported:
+def _refuse(mode: str, options: list[tuple[str, bool]]) -> None:
+    """The first of ``options`` that was used, refused for ``mode``."""
+    for name, used in options:
         if used:
-            raise UsageError(f"{name} cannot be combined with --concurrency (load-test mode)")
+            raise UsageError(f"{name} cannot be combined with {mode}")
+
+
+def check_load_options(common: Common) -> None:
+    _refuse(
+        "--concurrency (load-test mode)",
+        [
+            ("--mic", common.mic),
+            ("--split-channels", common.split_channels),
+            ("--raw", common.raw),
+            ("--output", bool(common.outputs)),
+            ("--save-audio", common.save_audio is not None),
+        ],
+    )
     if common.max_p95_latency is not None and common.speed == 0:
         raise UsageError("--max-p95-latency needs paced audio (--speed > 0)")
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
-from streamcli.present.loadtest import _fmt
+from streamcli.present import StatusLine
+from streamcli.present import fmt_seconds as _fmt
 from streamcli.specs import OutputSpec
 
 if TYPE_CHECKING:
@@ -26,9 +28,7 @@ def _wer(r: FileResult) -> float | None:
 
 
 def _p95(r: FileResult) -> float | None:
-    from streamcli import metrics
-
-    return metrics.summarize(r.latencies())["p95"]
+    return r.latency()["p95"]
 
 
 def result_line(r: FileResult) -> str:
@@ -44,27 +44,16 @@ def result_line(r: FileResult) -> str:
     return "  ".join(parts) + f"\n    {r.transcript}"
 
 
-class Progress:
+class Progress(StatusLine):
     """Files done / running / failed, audio hours, ETA: one transient line on stderr."""
 
     def __init__(self) -> None:
-        from rich.console import Console
-        from rich.live import Live
-
-        self.live = Live(
-            "",
-            console=Console(stderr=True, highlight=False),
-            auto_refresh=False,
-            transient=True,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
-        self.live.start()
-        self.t0 = _now()
+        super().__init__()
+        self.t0 = time.monotonic()
 
     @classmethod
     def on_terminal(cls, quiet: bool) -> Progress | None:
-        return cls() if sys.stderr.isatty() and not quiet else None
+        return cls() if cls.wanted(quiet) else None
 
     def update(self, run: BatchRun) -> None:
         results = run.results
@@ -72,27 +61,13 @@ class Progress:
         running = sum(r.started and not r.done for r in results)
         failed = sum(r.failed for r in done)
         hours = sum(r.audio_seconds for r in done) / 3600
-        elapsed = _now() - self.t0
+        elapsed = time.monotonic() - self.t0
         left = len(results) - len(done)
         eta = f"ETA {_clock(elapsed / len(done) * left)}" if done and left else ""
-        self.live.update(
+        self.show(
             f"files: {len(done)}/{len(results)} done, {running} running, {failed} failed; "
-            f"{hours:.3f} h of audio; {eta}",
-            refresh=True,
+            f"{hours:.3f} h of audio; {eta}"
         )
-
-    def print(self, text: str) -> None:
-        """A line above the progress line (stdout and stderr are the same terminal here)."""
-        self.live.console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-    def close(self) -> None:
-        self.live.stop()
-
-
-def _now() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _clock(seconds: float) -> str:

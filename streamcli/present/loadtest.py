@@ -10,6 +10,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from streamcli.present import StatusLine
+from streamcli.present import fmt_seconds as _fmt
 from streamcli.specs import OutputSpec
 
 if TYPE_CHECKING:
@@ -40,14 +42,6 @@ def error_line(result: dict[str, Any]) -> str | None:
             f"{result['max_p95_latency']:g} s"
         )
     return None
-
-
-def _fmt(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 1.0:
-        return f"{seconds * 1000:.1f} ms"
-    return f"{seconds:.2f} s"
 
 
 def render_table(result: dict[str, Any], console: Any) -> None:
@@ -123,38 +117,22 @@ def _render(result: dict[str, Any], output: OutputSpec, file: Any) -> None:
     render_table(result, Console(file=file, no_color=no_color, highlight=False))
 
 
-class Progress:
-    """A transient one-line status on a terminal's stderr while the sessions run."""
+class Progress(StatusLine):
+    """Started / running / ok / failed and the worst pacing lateness while the sessions run."""
 
     def __init__(self, total: int) -> None:
-        from rich.console import Console
-        from rich.live import Live
-
+        super().__init__()
         self.total = total
-        self.live = Live(
-            "",
-            console=Console(stderr=True),
-            auto_refresh=False,
-            transient=True,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
-        self.live.start()
 
     @classmethod
     def on_terminal(cls, total: int, quiet: bool) -> Progress | None:
         """A progress line when stderr is a terminal and nobody asked for quiet."""
-        return cls(total) if sys.stderr.isatty() and not quiet else None
+        return cls(total) if cls.wanted(quiet) else None
 
     def update(self, test: LoadTest, started: int) -> None:
         done = sum(r.ok for r in test.records)
         failed = sum(r.error is not None for r in test.records)
-        late = test.lateness.max
-        self.live.update(
+        self.show(
             f"load test: {started}/{self.total} started, {started - done - failed} running, "
-            f"{done} ok, {failed} failed; max pacing lateness {_fmt(late)}",
-            refresh=True,
+            f"{done} ok, {failed} failed; max pacing lateness {_fmt(test.lateness.max)}"
         )
-
-    def close(self) -> None:
-        self.live.stop()

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from streamcli import events as ev
 from streamcli.exit import OutputError
@@ -67,11 +67,17 @@ def _silence(out: TextIO) -> None:
 class JsonLinesSink:
     """``--json``: every event (except raw messages) as one JSON object per line."""
 
-    def __init__(self, writer: LineWriter) -> None:
+    def __init__(self, writer: LineWriter, extra: dict[str, Any] | None = None) -> None:
         self.writer = writer
+        self.extra = extra  # fields added to every line (a batch run's ``input``)
 
     def handle(self, event: ev.Event) -> None:
-        if not isinstance(event, ev.Raw):
+        if isinstance(event, ev.Raw):
+            return
+        if self.extra:
+            line = {**event.to_dict(), **self.extra}
+            self.writer.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+        else:
             self.writer.write(event.to_json())
 
     def close(self) -> None:
