@@ -399,3 +399,33 @@ def test_melvin_a_revised_partial_replaces_the_tail():
     b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
     out = [e for e in b.events_received() if isinstance(e, ev.Final)]
     assert [e.text for e in out] == ["a b c d"]
+
+
+def test_melvin_tail_drops_the_held_words_even_when_a_final_left_one_out():
+    # Real server, unpaced (CI, 2026-11-29): a final lacked "y" that the partial still had, so
+    # no exact run ended the finals; the tail repeated eleven final words.
+    b = started()
+    b.receive_text(final_of(("p", 0.1, 0.2), ("q", 0.3, 0.4)), 1.0)
+    b.receive_text(final_of(("r", 0.5, 0.6), ("s", 0.7, 0.8), ("z", 0.9, 1.0)), 1.1)
+    b.receive_text(json.dumps({"partial": " q r s y z t u"}), 1.2)
+    b.receive_text("0123456789abcdef0123456789abcdef", 1.3)
+    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
+    assert [(e.text, e.unconfirmed) for e in out] == [("p q", None), ("r s z", None), ("t u", True)]
+
+
+def test_melvin_tail_keeps_new_words_that_only_resemble_the_finals():
+    b = started()
+    b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4)), 1.0)
+    b.receive_text(json.dumps({"partial": " x y w b v"}), 1.1)  # "b" again, but new words before
+    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
+    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
+    assert [(e.text, e.unconfirmed) for e in out] == [("a b", None), ("x y w b v", True)]
+
+
+def test_melvin_tail_keeps_a_short_head_that_ends_with_the_last_final_word():
+    b = started()
+    b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4)), 1.0)
+    b.receive_text(json.dumps({"partial": " x b t"}), 1.1)  # said "x b" again: new words
+    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
+    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
+    assert [(e.text, e.unconfirmed) for e in out] == [("a b", None), ("x b t", True)]

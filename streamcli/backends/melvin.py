@@ -262,7 +262,7 @@ class MelvinBackend(Backend):
         # (its word times then miss the cutoff). Drop the longest run of the tail's first words
         # that ends the finals.
         tail = self._tail.split()
-        self._tail = " ".join(tail[_overlap(self._final_words, tail) :])
+        self._tail = " ".join(tail[_confirmed_prefix(self._final_words, tail) :])
         super()._emit_tail()
 
     def receive_close(self, code: int | None, reason: str, now: float) -> None:
@@ -309,6 +309,22 @@ def _overlap(before: list[str], after: list[str], shortest: int = 1) -> int:
         if before[-k:] == after[:k]:
             return k
     return 0
+
+
+def _confirmed_prefix(finals: list[str], tail: list[str], dropped: int = 2) -> int:
+    """How many first words of the tail the finals already hold: the longest exact run that
+    ends the finals, else -- when the server left up to ``dropped`` words out of a final that
+    its partial still had (seen against the real server at window cuts) -- everything up to
+    the last occurrence of the finals' last word, if the words before it are the finals'."""
+    exact = _overlap(finals, tail)
+    if exact or not finals or finals[-1] not in tail:
+        return exact
+    end = len(tail) - tail[::-1].index(finals[-1])
+    if end < 4:  # too short to tell a repeat from new words that end like the finals
+        return 0
+    recent = set(finals[-(end + dropped) :])
+    missing = sum(w not in recent for w in tail[:end])
+    return end if missing <= min(dropped, max(1, end // 5)) else 0
 
 
 def _words(result: Any) -> list[ev.Word]:
