@@ -244,6 +244,40 @@ def demo(
     guarded(body)
 
 
+# ---- locustfile ---------------------------------------------------------------------------------
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="Example: streamcli locustfile melvin talk.wav --url ws://asr.example.org:8394 "
+    "-o locustfile.py && locust -f locustfile.py --headless -u 2000 -r 50 --processes 2",
+)
+def locustfile(
+    ctx: typer.Context,
+    backend: Annotated[
+        str,
+        typer.Argument(
+            help="melvin, phebi, bodhi or vosk; then the audio file and the options, as that "
+            "command takes them.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Write the locustfile here (default: stdout).", metavar="FILE"
+        ),
+    ] = None,
+) -> None:
+    """Print a ready locustfile that runs this command's session as Locust users
+    (pip install 'streamcli[locust]')."""
+
+    def body() -> int:
+        from streamcli.commands.locustfile import write
+
+        return write(app, backend, list(ctx.args), output)
+
+    guarded(body)
+
+
 def _register_more_commands() -> None:
     """Backend commands kept in their own modules (each imports only typer at load time)."""
     from streamcli.commands import backends, config_cmd

@@ -13,7 +13,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from streamcli import events as ev
 from streamcli.exit import status_for_error_kind
@@ -79,6 +79,11 @@ class LatenessHistogram:
         return out
 
 
+class Lateness(Protocol):
+    def add(self, seconds: float) -> None:
+        """One frame's pacing lateness (seconds)."""
+
+
 def rounded(seconds: float | None) -> float | None:
     """Seconds (or a rate) as JSON shows them: microseconds, None kept."""
     return None if seconds is None else round(seconds, 6)
@@ -106,7 +111,7 @@ class SessionRecord:
     seat_wait: float | None = None
     error: ev.Error | None = None
     ended: bool = False
-    lateness: LatenessHistogram = field(default_factory=LatenessHistogram)  # may be shared
+    lateness: Lateness = field(default_factory=LatenessHistogram)  # may be shared
     blocked_sends: int = 0
     blocked_seconds: float = 0.0
     reconnects: int = 0
@@ -156,16 +161,16 @@ class SessionRecord:
         return None if t is None or self.audio_t0 is None else t - self.audio_t0
 
 
+def failure(record: SessionRecord) -> tuple[str, str]:
+    """What ended a failed session: (kind, message)."""
+    if record.error is not None:
+        return record.error.kind, record.error.message
+    return ev.SERVER, "the session ended without an end of session"
+
+
 def failures(records: Iterable[SessionRecord]) -> list[dict[str, Any]]:
     """What went wrong, most frequent first: one entry per (kind, message)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    for r in records:
-        if not r.failed:
-            continue
-        if r.error is not None:
-            counts[(r.error.kind, r.error.message)] += 1
-        else:
-            counts[(ev.SERVER, "the session ended without an end of session")] += 1
+    counts: Counter[tuple[str, str]] = Counter(failure(r) for r in records if r.failed)
     return [
         {
             "kind": kind,

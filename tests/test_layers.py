@@ -10,7 +10,9 @@ from pathlib import Path
 import streamcli
 
 ROOT = Path(streamcli.__file__).parent
-CLI_LAYER = ("streamcli.cli", "streamcli.__main__", "streamcli.commands")
+# Entry points that take command lines: the CLI, and the Locust users (which parse the
+# command's arguments with the command itself).
+CLI_LAYER = ("streamcli.cli", "streamcli.__main__", "streamcli.commands", "streamcli.locust")
 
 
 def module_name(path: Path) -> str:
@@ -114,6 +116,6 @@ def test_nothing_below_the_commands_imports_typer_the_cli_or_the_option_bag():
 
 def test_the_engine_is_used_by_the_commands_the_load_test_and_veridas():
     edges = graph()
-    users = ("streamcli.commands.run", "streamcli.loadtest", "streamcli.batch")
+    users = ("streamcli.commands.run", "streamcli.loadtest", "streamcli.batch", "streamcli.locust")
     for user in (*users, "streamcli.veridas_session"):
         assert any(m.startswith("streamcli.engine") for m in edges[user]), user

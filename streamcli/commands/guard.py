@@ -20,6 +20,9 @@ def guarded(fn: Callable[[], int | None], debug: bool = False) -> None:
     try:
         code = fn() or 0
     except StreamcliError as e:
+        from streamcli.commands.capture import raise_in_plan
+
+        raise_in_plan(e)
         print(f"streamcli: error: {e.message}", file=sys.stderr, flush=True)
         code = int(e.status)
     except KeyboardInterrupt:

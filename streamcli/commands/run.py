@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from streamcli import events as ev
+from streamcli.commands.capture import PLANS
 from streamcli.commands.options import Common
 from streamcli.exit import ExitStatus, StreamcliError, UsageError
 from streamcli.specs import InputSpec
@@ -59,6 +60,10 @@ def run_streaming(
 ) -> tuple[int, list[Backend]]:
     """Run one session; returns the exit status and the backends (for post-session work)."""
     check_numbers(common)
+    plans = PLANS.get()
+    if plans is not None:  # planning a session (``commands.plan``), not running one
+        plans.append((common, backend_name, make_backend))
+        return 0, []
     if common.concurrency:
         return run_load(common, backend_name, make_backend, common.session_options()), []
     if common.batch:
