@@ -13,165 +13,61 @@ by the command itself (``commands.plan``: the same options, config file, profile
 variables and checks), so credentials come from the environment of each worker.
 
 Theory of operation (docs/locust.md has the measurements behind the choice). Locust runs its
-users as gevent greenlets on a monkey-patched standard library; streamcli's engine is asyncio.
-Each worker process runs one asyncio event loop in one native thread (``_Bridge``), started on
-first use. A user's task hands one session (an ``engine.run.PlayJob``: connect, stream the
-shared audio paced on its own clock, end, wait for the end) to that loop and waits for it
-cooperatively, so thousands of users cost one thread. The input is decoded, resampled and
-encoded once per worker (``engine.feed.decode_once``) and shared by every session.
+users as greenlets on a gevent-patched standard library. Each user runs one session after
+another in its own greenlet: the command's sans-I/O backend (the same one the CLI drives)
+over ``transport.blocking`` (websocket-client, cooperative under gevent), a second greenlet
+receiving, the audio paced on the session's own absolute clock exactly as ``engine.feed.play``
+paces a load-test session (``gevent.sleep`` instead of the event loop). The input is decoded,
+resampled and encoded once per worker process (``engine.feed.Decoder``) and shared. Events go
+through ``metrics.SessionRecord``, as in ``--concurrency``.
 
-Every figure is measured on the asyncio side (event loop clock, by ``metrics.SessionRecord``)
-and handed back to the gevent side through a gevent async watcher (thread-safe); a dispatcher
-greenlet fires Locust's ``request`` events there, so Locust's statistics are only ever touched
-from its own thread. Request type: the backend's name. Names (response times in ms):
-``connect``, ``first partial`` and ``first final`` (from the start of the audio),
-``final latency`` (one per final: arrival minus the wall time of its last word), ``seat wait``
-(Melvin), ``pacing lateness`` (the session's worst frame: the client's own lateness, so a slow
-worker is never mistaken for a slow server) and ``session`` (its duration; a failed session is
-a failure of ``session`` whose error starts with its kind: ``auth:``, ``connection:``,
-``server:``, ``protocol:``, ``timeout:``, ``usage:``). At the end of a run each worker logs
-its frames' pacing lateness (p50/p95/max).
+Figures, fired as Locust requests (request type: the backend's name; response times in ms):
+``connect``; ``first partial`` and ``first final`` (from the start of the audio); ``final
+latency`` (one per final: arrival minus the wall time of its last word); ``seat wait``
+(Melvin); ``pacing lateness`` (the session's worst frame: the client's own lateness, so a slow
+worker is never mistaken for a slow server); ``session`` (its duration). A failed session is a
+failure of ``session`` whose error starts with its kind: ``auth:``, ``connection:``,
+``server:``, ``protocol:``, ``timeout:``, ``usage:``. At the end each worker prints its frames'
+pacing lateness (p50/p95/max) on stderr.
 """
 
 from __future__ import annotations
 
-import locust  # first: Locust's gevent monkey-patching comes before asyncio and ssl load
+import locust  # first: Locust's gevent monkey-patching comes before ssl and sockets load
 
 # isort: split
-import asyncio
-import collections
-import logging
+import dataclasses
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import gevent
-from gevent import monkey
-from gevent.event import AsyncResult
-from gevent.event import Event as GeventEvent
+from gevent.event import Event
 from locust import User, constant, task
+from locust.exception import StopUser
 
 from streamcli import events as ev
+from streamcli.backends.base import Backend
 from streamcli.commands.plan import STREAMING_BACKENDS, SessionPlan, plan_session
-from streamcli.engine.feed import SharedAudio
-from streamcli.exit import StreamcliError
+from streamcli.engine.feed import Decoder, SharedAudio
+from streamcli.exit import StreamcliError, kind_for_status
 from streamcli.metrics import LatenessHistogram, SessionRecord, failure
-
-log = logging.getLogger("streamcli.locust")
+from streamcli.redact import mask_all, public_url
 
 __all__ = ["STREAMING_BACKENDS", "StreamcliUser", "session_plan"]
 
+clock = time.monotonic
 
-class _Bridge:
-    """One asyncio event loop per process, in a native thread, and the way back to gevent."""
-
-    _current: ClassVar[_Bridge | None] = None
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.loop: asyncio.AbstractEventLoop
-        self.lateness = LatenessHistogram()  # every frame of this worker's sessions
-        self._audio: dict[tuple[Any, ...], asyncio.Future[SharedAudio]] = {}
-        self._inbox: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
-            collections.deque()
-        )
-        self._wake = GeventEvent()
-        self._watcher = gevent.get_hub().loop.async_()
-        self._watcher.start(self._wake.set)
-        self._dispatcher = gevent.spawn(self._dispatch)
-        start_new_thread = monkey.get_original("_thread", "start_new_thread")
-        self._ready: AsyncResult = AsyncResult()  # the loop, once its thread made it
-        start_new_thread(self._run, (self._ready,))
-
-    @classmethod
-    def get(cls) -> _Bridge:
-        """This process's bridge (a forked worker, ``--processes``, makes its own)."""
-        if cls._current is None or cls._current.pid != os.getpid():
-            cls._current = cls()  # before any wait: the other users' greenlets share it
-        bridge = cls._current
-        bridge.loop = bridge._ready.get()
-        return bridge
-
-    def _run(self, ready: AsyncResult) -> None:
-        # Made in this thread: under gevent its selector belongs to this thread's own hub.
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self.post(ready.set, loop)
-        loop.run_forever()
-
-    # ---- asyncio thread -> gevent ------------------------------------------------------------
-    def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Call ``fn(*args)`` on the gevent side (safe from the asyncio thread)."""
-        self._inbox.append((fn, args))
-        self._watcher.send()
-
-    def _dispatch(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self._inbox:
-                fn, args = self._inbox.popleft()
-                try:
-                    fn(*args)
-                except Exception:
-                    log.exception("streamcli: a Locust event handler failed")
-
-    # ---- gevent -> asyncio thread ------------------------------------------------------------
-    def run(self, make: Callable[[], Any]) -> Any:
-        """Run the coroutine ``make()`` on the loop; wait for it cooperatively (this greenlet
-        only). Killing the greenlet (Locust stopping a user) cancels the coroutine."""
-        done: AsyncResult = AsyncResult()
-        holder: dict[str, asyncio.Task[Any]] = {}
-
-        def finished(t: asyncio.Task[Any]) -> None:
-            if t.cancelled():
-                self.post(done.set, None)
-            elif t.exception() is not None:
-                self.post(done.set_exception, t.exception())
-            else:
-                self.post(done.set, t.result())
-
-        def begin() -> None:
-            holder["task"] = self.loop.create_task(make())
-            holder["task"].add_done_callback(finished)
-
-        self.loop.call_soon_threadsafe(begin)
-        try:
-            return done.get()
-        except BaseException:
-            self.loop.call_soon_threadsafe(lambda: holder["task"].cancel() if holder else None)
-            raise
-
-    async def shared_audio(self, plan: SessionPlan, rate: int, encoding: str) -> SharedAudio:
-        """The plan's input in the backend's wire format: decoded once per process."""
-        from streamcli.audio.sources import open_source
-        from streamcli.engine.feed import decode_once
-
-        o = plan.options
-        key = (plan.input.path, rate, encoding, o.chunk_ms, o.duration)
-        if key not in self._audio:
-            future: asyncio.Future[SharedAudio] = self.loop.create_future()
-            self._audio[key] = future
-            try:
-                source = open_source(str(plan.input.path))
-                try:
-                    audio = await decode_once(source, rate, encoding, o.chunk_ms, o.duration)
-                finally:
-                    source.close()
-                if not audio.chunks:
-                    raise ValueError(f"{plan.input.path}: no audio to stream")
-                future.set_result(audio)
-            except BaseException as e:
-                future.set_exception(e)
-        return await asyncio.shield(self._audio[key])
-
-
+# ---- per worker process -------------------------------------------------------------------------
 _PLANS: dict[tuple[str, tuple[str, ...]], SessionPlan] = {}
+_AUDIO: dict[tuple[Any, ...], SharedAudio | StreamcliError] = {}
+LATENESS = LatenessHistogram()  # every frame of this worker's sessions
 
 
 def session_plan(backend: str, args: Sequence[str]) -> SessionPlan:
-    """``streamcli BACKEND ARGS`` as a plan (cached per process)."""
+    """``streamcli BACKEND ARGS`` as a plan (once per process)."""
     key = (backend, tuple(args))
     if key not in _PLANS:
         from streamcli.cli import app
@@ -180,32 +76,264 @@ def session_plan(backend: str, args: Sequence[str]) -> SessionPlan:
     return _PLANS[key]
 
 
-class _Reporter:
-    """Fires one session's figures as Locust requests (on the gevent side)."""
+def shared_audio(plan: SessionPlan, backend: Backend) -> SharedAudio:
+    """The plan's input in the backend's wire format: decoded once per process."""
+    from streamcli.audio.sources import open_source
 
-    def __init__(self, user: User, backend: str) -> None:
-        self.fire = user.environment.events.request.fire
-        self.backend = backend
+    o = plan.options
+    key = (plan.input.path, backend.sample_rate, backend.encoding, o.chunk_ms, o.duration)
+    if key not in _AUDIO:
+        try:
+            source = open_source(str(plan.input.path))
+            try:
+                decoder = Decoder(
+                    source.rate, backend.sample_rate, backend.encoding, o.chunk_ms, o.duration
+                )
+                for block in source.iter_sync():  # type: ignore[attr-defined]
+                    if not decoder.push(block):
+                        break
+            finally:
+                source.close()
+            audio = decoder.finish()
+            _AUDIO[key] = audio if audio.chunks else StreamcliError(f"{plan.input.path}: no audio")
+        except StreamcliError as e:
+            _AUDIO[key] = e
+    found = _AUDIO[key]
+    if isinstance(found, StreamcliError):
+        raise found
+    return found
 
-    def measure(self, name: str, seconds: float) -> None:
-        self.fire(
-            request_type=self.backend,
-            name=name,
-            response_time=seconds * 1000.0,
-            response_length=0,
-            exception=None,
-            context={},
-        )
 
-    def fail(self, name: str, seconds: float, kind: str, message: str) -> None:
-        self.fire(
-            request_type=self.backend,
-            name=name,
-            response_time=seconds * 1000.0,
-            response_length=0,
-            exception=f"{kind}: {message}",
-            context={},
-        )
+# ---- one session, in greenlets ------------------------------------------------------------------
+class GreenletSession:
+    """One session of a sans-I/O backend over a blocking WebSocket, paced like ``play``.
+
+    The calling greenlet connects, paces and sends; a second one receives. The backend is only
+    called between two yields of one greenlet or the other, so it needs no lock. Every event
+    goes to ``on_event`` (secrets masked) with the time it happened."""
+
+    def __init__(
+        self,
+        plan: SessionPlan,
+        audio: SharedAudio,
+        record: SessionRecord,
+        on_event: Callable[[ev.Event, float], None],
+        backend: Backend | None = None,
+    ) -> None:
+        self.plan, self.audio, self.record, self.on_event = plan, audio, record, on_event
+        self.backend = backend or plan.make_backend()
+        self.request = self.backend.connect_request()
+        self.secrets = self.request.all_secrets()
+        self.changed = Event()  # the backend moved (a message, a tick, the end)
+        self.waiting = False  # someone waits on ``changed`` (else setting it costs for nothing)
+        self.conn: Any = None
+
+    def emit(self, event: ev.Event) -> None:
+        if self.secrets and isinstance(event, ev.Error | ev.Warning | ev.Status) and event.message:
+            event = dataclasses.replace(event, message=mask_all(event.message, self.secrets))
+        self.on_event(event, clock())
+
+    def pump(self) -> None:
+        for frame in self.backend.frames_to_send():
+            try:
+                self.conn.send(frame)
+            except OSError as e:
+                self.lost(f"the connection was lost while sending ({e.strerror or e})")
+                return
+            except Exception as e:  # websocket-client's own: the socket is gone
+                self.lost(f"the connection was lost while sending ({e})")
+                return
+        for event in self.backend.events_received():
+            self.emit(event)
+        if self.waiting:
+            self.changed.set()
+
+    def fail(self, message: str, kind: str) -> None:
+        """End the session with an error (what the backend still holds is reported first)."""
+        if self.backend.finished:
+            return
+        self.backend.give_up(clock())
+        for event in self.backend.events_received():
+            self.emit(event)
+        if not self.backend.finished:
+            self.backend.finished = True
+            self.emit(
+                ev.Error(
+                    backend=self.backend.name,
+                    speaker=self.backend.speaker,
+                    message=message,
+                    kind=kind,
+                )
+            )
+        self.changed.set()
+
+    def lost(self, message: str) -> None:
+        self.fail(message, ev.CONNECTION)
+
+    def run(self) -> None:
+        from streamcli.transport.blocking import BlockingConnection
+
+        backend, options = self.backend, self.plan.options
+        self.record.started = True
+        self.record.connect_started = clock()
+        handshake = getattr(backend, "handshake_error", None)
+        try:
+            self.conn = BlockingConnection.open(
+                self.request, options.wire, *((handshake,) if handshake is not None else ())
+            )
+        except StreamcliError as e:
+            backend.finished = True
+            self.emit(
+                ev.Error(
+                    backend=backend.name,
+                    speaker=backend.speaker,
+                    message=e.message,
+                    kind=kind_for_status(e.status),
+                )
+            )
+            return
+        receiver = gevent.spawn(self.receive)
+        try:
+            info = {"url": public_url(self.request.url), **getattr(backend, "session_info", {})}
+            self.emit(ev.SessionStarted(backend=backend.name, speaker=backend.speaker, info=info))
+            backend.start(clock())
+            self.pump()
+            self.stream()
+            if not backend.finished:
+                backend.end_audio(clock())
+                self.pump()
+            if not self.wait(lambda: backend.finished, clock() + options.timeout):
+                self.fail(
+                    f"no end of session from the server within {options.timeout:g} s after "
+                    "the audio ended",
+                    ev.TIMEOUT,
+                )
+        finally:
+            receiver.kill()
+            self.conn.close()
+
+    def stream(self) -> None:
+        """The shared audio, paced on this session's own clock from its first chunk."""
+        backend, record, speed = self.backend, self.record, self.plan.options.speed
+        t0: float | None = None
+        for chunk, start in zip(self.audio.chunks, self.audio.starts, strict=True):
+            if backend.finished:
+                return
+            if t0 is None:
+                if not self.wait(lambda: backend.ready_for_audio):
+                    return  # waits for the protocol to accept audio
+                t0 = record.audio_t0 = clock()
+            elif speed > 0:
+                due = t0 + start / speed
+                self.sleep_until(due)
+                if backend.finished:
+                    return
+                record.lateness.add(max(0.0, clock() - due))
+            backend.send_audio(chunk, clock())
+            self.pump()  # a full socket blocks here (this greenlet only): the server's pace
+
+    def sleep_until(self, due: float) -> None:
+        """Sleep until ``due``, running the backend's timers on the way. A plain sleep: the
+        cheapest wait gevent has (a frame is due every chunk of every session)."""
+        backend = self.backend
+        while not backend.finished:
+            now = clock()
+            deadline = backend.next_deadline()
+            if deadline is not None and deadline <= now:
+                backend.tick(now)
+                self.pump()
+                continue
+            if now >= due:
+                return
+            gevent.sleep((due if deadline is None else min(due, deadline)) - now)
+
+    def wait(self, done: Callable[[], bool], until: float | None = None) -> bool:
+        """Until ``done()`` (True) or ``until`` (False), running the backend's timers; False
+        also when the session ended first."""
+        backend = self.backend
+        while not done():
+            if backend.finished:
+                return False
+            now = clock()
+            deadline = backend.next_deadline()
+            if deadline is not None and deadline <= now:
+                backend.tick(now)
+                self.pump()
+                continue
+            if until is not None and now >= until:
+                return False
+            limits = [t for t in (deadline, until) if t is not None]
+            self.changed.clear()
+            self.waiting = True
+            try:
+                self.changed.wait(min(limits) - now if limits else None)
+            finally:
+                self.waiting = False
+        return True
+
+    def receive(self) -> None:
+        backend = self.backend
+        while not backend.finished:
+            message = self.conn.receive()
+            now = clock()
+            if message.kind == "text":
+                backend.receive_text(message.data, now)
+            elif message.kind == "binary":
+                backend.receive_binary(message.data, now)
+            else:
+                backend.receive_close(message.code, message.reason, now)
+                self.pump()
+                if not backend.finished:
+                    self.lost(f"the connection was lost ({message.reason or 'no close code'})")
+                return
+            self.pump()
+
+
+# ---- Locust -------------------------------------------------------------------------------------
+def _fire(user: User, name: str, seconds: float, error: str | None = None) -> None:
+    """One figure as a Locust request: the backend is its type, ``error`` makes it a failure."""
+    user.environment.events.request.fire(
+        request_type=user.backend,  # type: ignore[attr-defined]
+        name=name,
+        response_time=seconds * 1000.0,
+        response_length=0,
+        exception=error,
+        context={},
+    )
+
+
+class _Figures:
+    """Fires one session's figures as Locust requests as they come."""
+
+    def __init__(self, user: StreamcliUser, record: SessionRecord) -> None:
+        self.user = user
+        self.record = record
+        self.finals = 0
+
+    def measure(self, name: str, seconds: float, error: str | None = None) -> None:
+        _fire(self.user, name, seconds, error)
+
+    def on_event(self, event: ev.Event, now: float) -> None:
+        record = self.record
+        seat_wait = record.seat_wait
+        record.on_event(event, now)
+        if isinstance(event, ev.SessionStarted) and record.connect_started is not None:
+            self.measure("connect", now - record.connect_started)
+        elif isinstance(event, ev.Partial) and record.first_partial == now:
+            self._since_audio("first partial", now)
+        elif isinstance(event, ev.Final):
+            if record.first_final == now:
+                self._since_audio("first final", now)
+            for latency in record.final_latencies[self.finals :]:
+                self.measure("final latency", latency)
+            self.finals = len(record.final_latencies)
+        if seat_wait is None and record.seat_wait is not None:
+            self.measure("seat wait", record.seat_wait)
+
+    def _since_audio(self, name: str, now: float) -> None:
+        since = self.record.since_audio(now)
+        if since is not None:
+            self.measure(name, since)
 
 
 class _SessionLateness:
@@ -221,64 +349,6 @@ class _SessionLateness:
             self.max = seconds
 
 
-async def _session(bridge: _Bridge, plan: SessionPlan, report: _Reporter) -> bool:
-    """One session (asyncio side): a ``PlayJob`` whose figures go to ``report`` as they come;
-    True when it ended well."""
-    from streamcli.engine.run import PlayJob
-    from streamcli.engine.session import Session
-
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    backend = plan.make_backend()
-    try:
-        audio = await bridge.shared_audio(plan, backend.sample_rate, backend.encoding)
-    except Exception as e:  # the input: the same failure for every session of this worker
-        message = getattr(e, "message", None) or str(e)
-        bridge.post(report.fail, "session", 0.0, ev.USAGE, message)
-        return False
-    lateness = _SessionLateness(bridge.lateness)
-    record = SessionRecord(index=0, speed=plan.options.speed, lateness=lateness)
-    finals = 0
-
-    def on_event(event: ev.Event) -> None:
-        nonlocal finals
-        now = loop.time()
-        seat_wait = record.seat_wait
-        record.on_event(event, now)
-        if isinstance(event, ev.SessionStarted) and record.reconnects == 0:
-            if record.connect_started is not None:
-                bridge.post(report.measure, "connect", now - record.connect_started)
-        elif isinstance(event, ev.Partial) and record.first_partial == now:
-            since = record.since_audio(now)
-            if since is not None:
-                bridge.post(report.measure, "first partial", since)
-        elif isinstance(event, ev.Final):
-            if record.first_final == now:
-                since = record.since_audio(now)
-                if since is not None:
-                    bridge.post(report.measure, "first final", since)
-            for latency in record.final_latencies[finals:]:
-                bridge.post(report.measure, "final latency", latency)
-            finals = len(record.final_latencies)
-        if seat_wait is None and record.seat_wait is not None:
-            bridge.post(report.measure, "seat wait", record.seat_wait)
-
-    session = Session(backend, on_event, plan.options, factory=plan.make_backend)
-    job = PlayJob(session, audio, plan.options, record)
-    try:
-        await job.run(asyncio.Event())
-    except asyncio.CancelledError:  # Locust stopped this user: not a failure, no figures
-        raise
-    duration = loop.time() - started
-    if record.audio_t0 is not None:
-        bridge.post(report.measure, "pacing lateness", lateness.max)
-    if record.ok:
-        bridge.post(report.measure, "session", duration)
-    else:
-        bridge.post(report.fail, "session", duration, *failure(record))
-    return record.ok
-
-
 class StreamcliUser(User):
     """A Locust user that runs one streamcli session after another (real-time paced).
 
@@ -291,51 +361,64 @@ class StreamcliUser(User):
     wait_time = constant(0)  # the next session starts when one ends
     failure_pause: ClassVar[float] = 1.0  # after a failed session: a refusing server is not
     # hammered in a hot loop of connections
+    sessions: ClassVar[int | None] = None  # each user stops after this many (None: never)
 
     def on_start(self) -> None:
+        self.done = 0
         self.refusal: str | None = None
         try:
             self.plan = session_plan(self.backend, self.args)
         except StreamcliError as e:  # bad arguments: one line per worker, a failure per try
             self.refusal = e.message
-            return
-        self.bridge = _Bridge.get()
-        self.report = _Reporter(self, self.plan.backend)
 
     @task
     def stream(self) -> None:
-        if self.refusal is not None:
-            _refused(self, self.refusal)
-            ok = False
-        else:
-            ok = self.bridge.run(lambda: _session(self.bridge, self.plan, self.report))
+        ok = self.run_session() if self.refusal is None else self._refused(self.refusal)
+        self.done += 1
+        if self.sessions is not None and self.done >= self.sessions:
+            raise StopUser()
         if not ok and self.failure_pause > 0:
             gevent.sleep(self.failure_pause)
+
+    def run_session(self) -> bool:
+        """One session; its figures go to Locust's statistics. True when it ended well."""
+        started = clock()
+        backend = self.plan.make_backend()
+        try:
+            audio = shared_audio(self.plan, backend)
+        except StreamcliError as e:
+            return self._refused(e.message)
+        lateness = _SessionLateness(LATENESS)
+        record = SessionRecord(index=0, speed=self.plan.options.speed, lateness=lateness)
+        figures = _Figures(self, record)
+        GreenletSession(self.plan, audio, record, figures.on_event, backend).run()
+        duration = clock() - started
+        if record.audio_t0 is not None:
+            figures.measure("pacing lateness", lateness.max)
+        if record.ok:
+            figures.measure("session", duration)
+        else:
+            kind, message = failure(record)
+            figures.measure("session", duration, f"{kind}: {message}")
+        return record.ok
+
+    def _refused(self, message: str) -> bool:
+        """The arguments or the input were refused: said once on stderr, a usage failure per
+        try."""
+        if message not in _REFUSED:
+            _REFUSED.add(message)
+            print(f"streamcli: error: {message}", file=sys.stderr, flush=True)
+        _fire(self, "session", 0.0, f"{ev.USAGE}: {message}")
+        return False
 
 
 _REFUSED: set[str] = set()
 
 
-def _refused(user: StreamcliUser, message: str) -> None:
-    """The arguments were refused: said once on stderr, and a usage failure per try."""
-    if message not in _REFUSED:
-        _REFUSED.add(message)
-        print(f"streamcli: error: {message}", file=sys.stderr, flush=True)
-    user.environment.events.request.fire(
-        request_type=user.backend,
-        name="session",
-        response_time=0.0,
-        response_length=0,
-        exception=f"{ev.USAGE}: {message}",
-        context={},
-    )
-
-
 def _log_pacing(**_: Any) -> None:
-    bridge = _Bridge._current
-    if bridge is None or bridge.pid != os.getpid() or not bridge.lateness.count:
+    if not LATENESS.count:
         return
-    s = bridge.lateness.summary()
+    s = LATENESS.summary()
     print(
         f"streamcli: worker {os.getpid()} pacing lateness over {s['count']} frames: "
         f"p50 {s['p50'] * 1000:.1f} ms, p95 {s['p95'] * 1000:.1f} ms, max {s['max'] * 1000:.1f} ms",

@@ -16,12 +16,16 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from streamcli.audio.convert import ENCODINGS, Chunker, Converter, chunk_bytes_for
 from streamcli.audio.pacer import Pacer
 from streamcli.audio.sources import AudioSource
 from streamcli.engine.session import Session
 from streamcli.metrics import SessionRecord
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 async def feed(
@@ -123,31 +127,48 @@ class SharedAudio:
     seconds: float
 
 
+class Decoder:
+    """Blocks of a source in, ``SharedAudio`` (one backend's wire format, in chunks) out."""
+
+    def __init__(
+        self, source_rate: int, rate: int, encoding: str, chunk_ms: int, duration: float | None
+    ) -> None:
+        self.rate, self.encoding = rate, encoding
+        self.converter = Converter(source_rate, rate, encoding)
+        self.chunker = Chunker(chunk_bytes_for(rate, encoding, chunk_ms), ENCODINGS[encoding])
+        self.chunks: list[bytes] = []
+        self.limit = None if duration is None else int(duration * source_rate)
+        self.read = 0
+
+    def push(self, block: np.ndarray) -> bool:
+        """Take a block; False once ``duration`` is reached (the rest is not wanted)."""
+        if self.limit is not None:
+            block = block[: max(0, self.limit - self.read)]
+        self.read += len(block)
+        self.chunks += self.chunker.push(self.converter.process(block))
+        return self.limit is None or self.read < self.limit
+
+    def finish(self) -> SharedAudio:
+        chunks = self.chunks + self.chunker.push(self.converter.flush())
+        rest = self.chunker.rest()
+        if rest:
+            chunks.append(rest)
+        bytes_per_second = self.rate * ENCODINGS[self.encoding]
+        starts, t = [], 0.0
+        for chunk in chunks:
+            starts.append(t)
+            t += len(chunk) / bytes_per_second
+        return SharedAudio(tuple(chunks), tuple(starts), t)
+
+
 async def decode_once(
     source: AudioSource, rate: int, encoding: str, chunk_ms: int, duration: float | None
 ) -> SharedAudio:
-    converter = Converter(source.rate, rate, encoding)
-    chunker = Chunker(chunk_bytes_for(rate, encoding, chunk_ms), ENCODINGS[encoding])
-    chunks: list[bytes] = []
-    limit = None if duration is None else int(duration * source.rate)
-    read = 0
+    decoder = Decoder(source.rate, rate, encoding, chunk_ms, duration)
     async for block in source.blocks():
-        if limit is not None:
-            block = block[: max(0, limit - read)]
-        read += len(block)
-        chunks += chunker.push(converter.process(block))
-        if limit is not None and read >= limit:
+        if not decoder.push(block):
             break
-    chunks += chunker.push(converter.flush())
-    rest = chunker.rest()
-    if rest:
-        chunks.append(rest)
-    bytes_per_second = rate * ENCODINGS[encoding]
-    starts, t = [], 0.0
-    for chunk in chunks:
-        starts.append(t)
-        t += len(chunk) / bytes_per_second
-    return SharedAudio(tuple(chunks), tuple(starts), t)
+    return decoder.finish()
 
 
 async def play(

@@ -4,7 +4,8 @@ Theory of operation. A *job* is one unit of work that runs to its end on its own
 - ``FeedJob``: one source fed to its sessions (one, or one per channel with
   ``--split-channels``) on one clock -- a CLI run, one file of a batch run;
 - ``PlayJob``: shared, pre-converted audio into one session on its own clock -- one load-test
-  session (or one Locust user's session).
+  session. (A Locust user's session is ``locust.GreenletSession``: the same backends and
+  pacing in greenlets; docs/locust.md says why.)
 
 ``run_sessions(jobs, schedule, interrupts)`` starts them: all together, spread evenly over
 ``schedule.ramp`` seconds, and at most ``schedule.jobs`` at a time. The first Ctrl-C

@@ -190,22 +190,15 @@ def _connect_failure(
     if isinstance(e, StreamcliError):
         return e
     if isinstance(e, aiohttp.WSServerHandshakeError):
-        return handshake(e.status, _status_text(e.status, e.message or ""))
+        return handshake(e.status, status_text(e.status, e.message or ""))
     if isinstance(e, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return PermanentConnectError(
-            f"TLS failure connecting to {where}: {_tls_reason(e)} "
-            "(trust the server's certificate with --ca-file PATH, or skip checks with --insecure)"
-        )
+        return tls_failure(where, _tls_reason(e))
     if isinstance(e, aiohttp.ClientConnectorDNSError):
-        host = urlsplit(url).hostname or where
-        return PermanentConnectError(
-            f"cannot connect to {where}: unknown host {host} ({_short(e)})"
-        )
+        return unknown_host(url, _short(e))
     if isinstance(e, aiohttp.ClientConnectorError):
         return ConnectError(f"cannot connect to {where}: {_short(e)}")
     if isinstance(e, TimeoutError):
-        seconds = f"{options.connect_timeout:g}"
-        return ConnectError(f"cannot connect to {where}: no WebSocket handshake within {seconds} s")
+        return no_handshake(where, options)
     if isinstance(e, aiohttp.InvalidURL | ValueError):
         return UsageError(f"invalid URL {where!r}")
     if isinstance(e, aiohttp.ClientError | OSError):
@@ -213,7 +206,27 @@ def _connect_failure(
     return e
 
 
-def _status_text(status: int, message: str) -> str:
+# ---- the failures' words, shared with the blocking transport (``transport.blocking``) ----------
+def tls_failure(where: str, reason: str) -> PermanentConnectError:
+    return PermanentConnectError(
+        f"TLS failure connecting to {where}: {reason} "
+        "(trust the server's certificate with --ca-file PATH, or skip checks with --insecure)"
+    )
+
+
+def unknown_host(url: str, reason: str) -> PermanentConnectError:
+    host = urlsplit(url).hostname or public_url(url)
+    return PermanentConnectError(
+        f"cannot connect to {public_url(url)}: unknown host {host} ({reason})"
+    )
+
+
+def no_handshake(where: str, options: WireOptions) -> ConnectError:
+    seconds = f"{options.connect_timeout:g}"
+    return ConnectError(f"cannot connect to {where}: no WebSocket handshake within {seconds} s")
+
+
+def status_text(status: int, message: str) -> str:
     """aiohttp says "Invalid response status" for any refusal: name the status instead."""
     if message and message != "Invalid response status":
         return message

@@ -1,0 +1,147 @@
+"""A blocking WebSocket (websocket-client) with the same failures as ``transport.websocket``.
+
+For the Locust users (``streamcli.locust``): under Locust's gevent monkey-patching, a blocking
+socket yields to the other greenlets, so thousands of sessions run in one thread without an
+event loop. websocket-client is what locust-plugins uses for WebSockets; it comes with the
+``streamcli[locust]`` extra. Every connect failure becomes the ``StreamcliError`` the aiohttp
+transport raises for it, with the same words, so an error kind means the same everywhere.
+No header value or URL secret is ever put in a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import websocket
+
+from streamcli.backends.base import ConnectRequest, Frame
+from streamcli.exit import ConnectError, StreamcliError, UsageError
+from streamcli.redact import public_url
+from streamcli.transport.websocket import (
+    WireOptions,
+    check_headers,
+    handshake_error,
+    no_handshake,
+    status_text,
+    tls_failure,
+    unknown_host,
+)
+
+TEXT, BINARY, CLOSE = (
+    websocket.ABNF.OPCODE_TEXT,
+    websocket.ABNF.OPCODE_BINARY,
+    websocket.ABNF.OPCODE_CLOSE,
+)
+
+
+@dataclass(frozen=True)
+class Received:
+    kind: str  # "text" | "binary" | "close"
+    data: str | bytes | None = None
+    code: int | None = None  # the close code (None: no close frame, the connection was lost)
+    reason: str = ""
+
+
+class BlockingConnection:
+    def __init__(self, ws: websocket.WebSocket) -> None:
+        self._ws = ws
+
+    @classmethod
+    def open(
+        cls, request: ConnectRequest, options: WireOptions, handshake: Any = handshake_error
+    ) -> BlockingConnection:
+        check_headers(request.headers)
+        where = public_url(request.url)
+        try:
+            ws = websocket.create_connection(
+                request.url,
+                timeout=options.connect_timeout,
+                header=[f"{k}: {v}" for k, v in request.headers.items()],
+                sslopt=_sslopt(options),
+                enable_multithread=True,  # its lock keeps two greenlets' frames whole
+                skip_utf8_validation=True,
+            )
+        except websocket.WebSocketBadStatusException as e:
+            status = e.status_code
+            raise handshake(status, status_text(status, e.status_message or "")) from None
+        except (ssl.SSLError, ssl.CertificateError) as e:
+            raise tls_failure(where, _tls_reason(e)) from None
+        except websocket.WebSocketAddressException as e:
+            raise unknown_host(request.url, _short(e)) from None
+        except (TimeoutError, websocket.WebSocketTimeoutException):
+            raise no_handshake(where, options) from None
+        except ValueError as e:
+            raise UsageError(f"invalid URL {where!r} ({e})") from None
+        except StreamcliError:
+            raise
+        except ConnectionRefusedError as e:
+            raise ConnectError(f"cannot connect to {where}: {_refused(request.url, e)}") from None
+        except (OSError, websocket.WebSocketException) as e:
+            raise ConnectError(f"cannot connect to {where}: {_short(e)}") from None
+        ws.settimeout(None)
+        return cls(ws)
+
+    def send(self, frame: Frame) -> None:
+        if isinstance(frame, str):
+            self._ws.send(frame)
+        else:
+            self._ws.send_binary(frame)
+
+    def receive(self) -> Received:
+        """The next message; pings are answered on the way."""
+        try:
+            opcode, data = self._ws.recv_data()
+        except (OSError, websocket.WebSocketException):
+            return Received("close", reason="connection lost")
+        if opcode == TEXT:
+            return Received("text", data.decode("utf-8", "replace"))
+        if opcode == BINARY:
+            return Received("binary", bytes(data))
+        if opcode == CLOSE:
+            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
+            return Received("close", code=code, reason=data[2:].decode("utf-8", "replace"))
+        return Received("close", reason="connection lost")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, websocket.WebSocketException):
+            self._ws.send_close()
+        with contextlib.suppress(OSError):
+            self._ws.shutdown()
+
+
+def _sslopt(options: WireOptions) -> dict[str, Any]:
+    if options.insecure:
+        return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+    if options.ca_file:
+        options.ssl_context()  # the same refusal of a file that does not load
+        return {"ca_certs": options.ca_file}
+    return {}
+
+
+def _refused(url: str, e: OSError) -> str:
+    """asyncio's words for a refused connection (the CLI's), where the address is known."""
+    parts = urlsplit(url)
+    try:
+        ipaddress.ip_address(parts.hostname or "")
+    except ValueError:
+        return _short(e)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    return f"Connect call failed ({parts.hostname!r}, {port})"
+
+
+def _tls_reason(e: BaseException) -> str:
+    verify = getattr(e, "verify_message", None)
+    if verify:
+        return f"certificate verify failed: {verify}"
+    reason = getattr(e, "reason", None)
+    return str(reason).replace("_", " ").lower() if reason else _short(e)
+
+
+def _short(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return text.split("] ", 1)[-1] if text else type(e).__name__
