@@ -49,12 +49,14 @@ def outcome(events: list[dict]) -> dict:
 
 @pytest.mark.parametrize("name", WEBSOCKET_BACKENDS)
 async def test_a_session_ends_as_the_cli_session_does(name, speech_wav, script_file, cli):
-    emu = emulator(name, script_file)
+    emu = emulator(name, script_file, **({"seats": 2} if name == "melvin" else {}))
     await emu.start()
     try:
         argv = [str(speech_wav), *args(name, emu.url)]
-        events = await greenlet_session(name, *argv, environ=env(name))
-        r = await cli(name, *argv, "--json", env=env(name))
+        events, r = await asyncio.gather(
+            greenlet_session(name, *argv, environ=env(name)),
+            cli(name, *argv, "--json", env=env(name)),
+        )
     finally:
         await emu.stop()
     assert r.code == 0, r.stderr
@@ -82,20 +84,20 @@ def closed_port() -> int:
         ({"fault": "drop-after", "fault_after": 0.5}, [], {}, "connection"),
         ({"fault": "close-without-id"}, [], {}, None),
         ({}, [], {"MELVIN_API_KEY": "wrong-key-0123456789"}, "auth"),
-        ({"refuse_first": 1, "refuse_status": 503}, [], {}, "connection"),
+        ({"refuse_first": 2, "refuse_status": 503}, [], {}, "connection"),
     ],
 )
 async def test_each_fault_is_the_same_failure_as_in_the_cli(
     switches, more, environ, kind, speech_wav, script_file, cli
 ):
-    emu = emulator("melvin", script_file, **switches)
+    emu = emulator("melvin", script_file, seats=2, **switches)
     await emu.start()
     try:
         argv = [str(speech_wav), *args("melvin", emu.url), *more]
-        events = await greenlet_session("melvin", *argv, environ=env("melvin", **environ))
-        if switches.get("refuse_first"):
-            emu.handshakes = 0  # the CLI's connection is refused the same way
-        r = await cli("melvin", *argv, "--json", env=env("melvin", **environ))
+        events, r = await asyncio.gather(  # at once: each fault plays on every connection
+            greenlet_session("melvin", *argv, environ=env("melvin", **environ)),
+            cli("melvin", *argv, "--json", env=env("melvin", **environ)),
+        )
     finally:
         await emu.stop()
     expected = outcome([json.loads(line) for line in r.lines])
@@ -108,8 +110,10 @@ async def test_each_fault_is_the_same_failure_as_in_the_cli(
 
 async def test_nothing_listening_is_a_connection_failure_with_the_cli_words(speech_wav, cli):
     argv = [str(speech_wav), "--url", f"ws://127.0.0.1:{closed_port()}"]
-    events = await greenlet_session("melvin", *argv, environ=env("melvin"))
-    r = await cli("melvin", *argv, "--json", env=env("melvin"))
+    events, r = await asyncio.gather(
+        greenlet_session("melvin", *argv, environ=env("melvin")),
+        cli("melvin", *argv, "--json", env=env("melvin")),
+    )
     assert r.code == 4
     assert outcome(events[:-1]) == outcome([json.loads(line) for line in r.lines])
     assert events[-1]["ok"] is False and events[-1]["frames"] == 0
