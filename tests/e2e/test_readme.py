@@ -119,3 +119,43 @@ async def test_the_readme_ci_script_runs_as_written(tmp_path):
         "first.srt",
         "second.srt",
     ]
+
+
+async def test_the_readme_locust_commands_run_as_written(tmp_path, speech_wav, script_file):
+    """The "Load tests on many machines" block, run by bash against an emulator: only the
+    install line, the URL, the key and the size of the run differ."""
+    import shutil
+
+    from streamcli.emulators.melvin import MelvinEmulator
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Load tests on many machines", 1)[1].split("\n## ", 1)[0]
+    script = re.findall(r"```sh\n(.*?)\n```", section, re.S)[0]
+    shutil.copy(speech_wav, tmp_path / "talk.wav")
+    emu = MelvinEmulator(api_keys=["readme-key-0123456789"], seats=4, script=script_file)
+    await emu.start()
+    try:
+        script = (
+            script.replace("pip install 'streamcli[locust]'", ":")
+            .replace("MELVIN_API_KEY=...", "MELVIN_API_KEY=readme-key-0123456789")
+            .replace("ws://asr.example.org:8394", emu.url)
+            .replace("-u 200 -r 20 --run-time 5m --processes 2", "-u 2 -r 2 --run-time 12s")
+        )
+        assert "--run-time 12s" in script and emu.url in script
+        env = {**CLEAN_ENV, "PATH": f"{Path(sys.executable).parent}:{CLEAN_ENV.get('PATH', '')}"}
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-ec",
+            script,
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 90)
+    finally:
+        await emu.stop()
+    assert proc.returncode == 0, err.decode()
+    stats = (tmp_path / "run_stats.csv").read_text()
+    assert "melvin,final latency," in stats and "melvin,session," in stats, stats
+    assert "readme-key" not in (tmp_path / "locustfile.py").read_text()
