@@ -220,7 +220,7 @@ class GreenletSession:
             if backend.finished:
                 return
             if t0 is None:
-                if not self.wait(lambda: backend.ready_for_audio):
+                if not self.wait(lambda: backend.ready_for_audio) or backend.finished:
                     return  # waits for the protocol to accept audio
                 t0 = record.audio_t0 = clock()
             elif speed > 0:
@@ -235,31 +235,32 @@ class GreenletSession:
     def sleep_until(self, due: float) -> None:
         """Sleep until ``due``, running the backend's timers on the way. A plain sleep: the
         cheapest wait gevent has (a frame is due every chunk of every session)."""
-        backend = self.backend
-        while not backend.finished:
+        while not self.backend.finished:
+            deadline = self.run_timers()
             now = clock()
-            deadline = backend.next_deadline()
-            if deadline is not None and deadline <= now:
-                backend.tick(now)
-                self.pump()
-                continue
             if now >= due:
                 return
             gevent.sleep((due if deadline is None else min(due, deadline)) - now)
 
+    def run_timers(self) -> float | None:
+        """Tick the backend while its deadline has come; its next deadline (None: none)."""
+        backend = self.backend
+        while not backend.finished:
+            deadline = backend.next_deadline()
+            if deadline is None or deadline > clock():
+                return deadline
+            backend.tick(clock())
+            self.pump()
+        return None
+
     def wait(self, done: Callable[[], bool], until: float | None = None) -> bool:
         """Until ``done()`` (True) or ``until`` (False), running the backend's timers; False
         also when the session ended first."""
-        backend = self.backend
         while not done():
-            if backend.finished:
-                return False
+            deadline = self.run_timers()
+            if self.backend.finished:
+                return done()
             now = clock()
-            deadline = backend.next_deadline()
-            if deadline is not None and deadline <= now:
-                backend.tick(now)
-                self.pump()
-                continue
             if until is not None and now >= until:
                 return False
             limits = [t for t in (deadline, until) if t is not None]

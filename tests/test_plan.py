@@ -61,6 +61,8 @@ def test_vosk_plan_takes_its_sample_rate():
         (["a.wav", "-o", "x.srt"], "--output cannot be combined"),
         (["a.wav", "--concurrency", "5"], "--concurrency cannot be combined"),
         (["a.wav", "--repeat", "2"], "--repeat cannot be combined"),
+        (["a.wav", "--reconnect", "2"], "--reconnect cannot be combined"),
+        (["a.wav", "--debug"], "--debug cannot be combined"),
         (["a.wav", "--max-wer", "0.2"], "several inputs or a batch option"),
         ([], "missing INPUT"),
         (["a.wav", "--bogus"], "No such option: --bogus"),

@@ -96,6 +96,8 @@ def check_plan_options(common: Common) -> None:
             ("--save-audio", common.save_audio is not None),
             ("--concurrency", bool(common.concurrency)),
             ("--repeat", common.repeat != 1),
+            ("--reconnect", bool(common.reconnect)),  # a drop is a failure of the load test
+            ("--debug", common.debug),
             ("--ramp", bool(common.ramp)),
             ("several inputs or a batch option", common.batch),
         ],

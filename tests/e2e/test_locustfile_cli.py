@@ -64,28 +64,10 @@ async def test_bodhi_and_vosk_and_phebi(cli, talk):
     r = await cli("locustfile", "vosk", talk, "--url", "ws://127.0.0.1:2700")
     assert r.code == 0, r.stderr
     assert user_class(r.stdout)[:2] == ("VoskUser", "vosk")
-    r = await cli(
-        "locustfile",
-        "phebi",
-        talk,
-        "--url",
-        "wss://dev.phebi.ai",
-        "--project",
-        "P",
-        "--session",
-        "s1",
-        env={"PHEBI_SUBSCRIPTION_KEY": "s" * 20},
-    )
+    phebi = [talk, "--url", "wss://dev.phebi.ai", "--project", "P", "--session", "s1"]
+    r = await cli("locustfile", "phebi", *phebi, env={"PHEBI_SUBSCRIPTION_KEY": "s" * 20})
     assert r.code == 0, r.stderr
-    assert user_class(r.stdout)[2] == [
-        talk,
-        "--url",
-        "wss://dev.phebi.ai",
-        "--project",
-        "P",
-        "--session",
-        "s1",
-    ]
+    assert user_class(r.stdout)[2] == phebi
 
 
 @pytest.mark.parametrize(
