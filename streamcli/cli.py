@@ -257,6 +257,10 @@ def locustfile(
         typer.Argument(
             help="melvin, phebi, bodhi or vosk; then the audio file and the options, as that "
             "command takes them.",
+            metavar="BACKEND ARGS...",
+            autocompletion=lambda incomplete: [
+                b for b in ("melvin", "phebi", "bodhi", "vosk") if b.startswith(incomplete)
+            ],
             show_default=False,
         ),
     ],
@@ -268,7 +272,7 @@ def locustfile(
     ] = None,
 ) -> None:
     """Print a ready locustfile that runs this command's session as Locust users
-    (pip install 'streamcli[locust]')."""
+    (pip install 'streamcli\\[locust]')."""
 
     def body() -> int:
         from streamcli.commands.locustfile import write
