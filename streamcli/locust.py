@@ -52,7 +52,7 @@ from streamcli import events as ev
 from streamcli.backends.base import Backend
 from streamcli.commands.plan import STREAMING_BACKENDS, SessionPlan, plan_session
 from streamcli.engine.feed import Decoder, SharedAudio
-from streamcli.exit import StreamcliError, kind_for_status
+from streamcli.exit import StreamcliError, UsageError, kind_for_status
 from streamcli.metrics import LatenessHistogram, SessionRecord, failure
 from streamcli.redact import mask_all, public_url
 
@@ -95,7 +95,8 @@ def shared_audio(plan: SessionPlan, backend: Backend) -> SharedAudio:
             finally:
                 source.close()
             audio = decoder.finish()
-            _AUDIO[key] = audio if audio.chunks else StreamcliError(f"{plan.input.path}: no audio")
+            empty = UsageError(f"{source.label}: no audio to stream")
+            _AUDIO[key] = audio if audio.chunks else empty
         except StreamcliError as e:
             _AUDIO[key] = e
     found = _AUDIO[key]

@@ -22,11 +22,11 @@ def main() -> int:
     backend, *args = sys.argv[1:]
     try:
         plan = session_plan(backend, args)
+        session_backend = plan.make_backend()
+        audio = shared_audio(plan, session_backend)
     except StreamcliError as e:
         print(json.dumps({"type": "refused", "message": e.message}))
         return 2
-    session_backend = plan.make_backend()
-    audio = shared_audio(plan, session_backend)
     record = SessionRecord(index=0, speed=plan.options.speed)
 
     def on_event(event, now):  # type: ignore[no-untyped-def]

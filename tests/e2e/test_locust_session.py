@@ -128,3 +128,11 @@ async def test_refused_arguments_say_why(speech_wav):
             "at a time)",
         }
     ]
+
+
+async def test_an_input_with_no_audio_is_refused_once_decoded(make_wav):
+    import numpy as np
+
+    empty = make_wav("empty.wav", np.zeros(0, np.float32), 16000)
+    events = await greenlet_session("melvin", str(empty), environ=env("melvin"))
+    assert events == [{"type": "refused", "message": f"{empty}: no audio to stream"}]
