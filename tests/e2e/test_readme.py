@@ -98,20 +98,8 @@ async def test_the_readme_ci_script_runs_as_written(tmp_path):
     for name, text in (("first", sentence), ("second", sentence)):
         subprocess.run(["espeak-ng", "-w", str(speech / "audio" / f"{name}.wav"), text], check=True)
         (speech / "refs" / f"{name}.txt").write_text(text + "\n")
-    env = {**CLEAN_ENV, "PATH": f"{Path(sys.executable).parent}:{CLEAN_ENV.get('PATH', '')}"}
-    env.pop("GITHUB_STEP_SUMMARY", None)
-    proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-c",
-        script,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    text = out.decode()
-    assert proc.returncode == 0, (text, err.decode())
+    code, text, err = await run_bash(script, tmp_path, "-c", 120)
+    assert code == 0, (text, err)
     assert "speech regression: passed" in text
     assert re.search(r"^WER 0 over 2 files, p95 latency", text, re.M), text
     assert (tmp_path / "report.xml").exists() and (tmp_path / "summary.md").exists()
@@ -142,20 +130,27 @@ async def test_the_readme_locust_commands_run_as_written(tmp_path, speech_wav, s
             .replace("-u 200 -r 20 --run-time 5m --processes 2", "-u 2 -r 2 --run-time 12s")
         )
         assert "--run-time 12s" in script and emu.url in script
-        env = {**CLEAN_ENV, "PATH": f"{Path(sys.executable).parent}:{CLEAN_ENV.get('PATH', '')}"}
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-ec",
-            script,
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 90)
+        code, _, err = await run_bash(script, tmp_path, "-ec", 90)
     finally:
         await emu.stop()
-    assert proc.returncode == 0, err.decode()
+    assert code == 0, err
     stats = (tmp_path / "run_stats.csv").read_text()
     assert "melvin,final latency," in stats and "melvin,session," in stats, stats
     assert "readme-key" not in (tmp_path / "locustfile.py").read_text()
+
+
+async def run_bash(script: str, cwd: Path, flags: str, timeout: float) -> tuple[int, str, str]:
+    """A README script run by bash, with this interpreter's scripts first on PATH."""
+    env = {**CLEAN_ENV, "PATH": f"{Path(sys.executable).parent}:{CLEAN_ENV.get('PATH', '')}"}
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        flags,
+        script,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
