@@ -177,21 +177,12 @@ class GreenletSession:
         backend, options = self.backend, self.plan.options
         self.record.started = True
         self.record.connect_started = clock()
-        handshake = getattr(backend, "handshake_error", None)
         try:
             self.conn = BlockingConnection.open(
-                self.request, options.wire, *((handshake,) if handshake is not None else ())
+                self.request, options.wire, getattr(backend, "handshake_error", None)
             )
         except StreamcliError as e:
-            backend.finished = True
-            self.emit(
-                ev.Error(
-                    backend=backend.name,
-                    speaker=backend.speaker,
-                    message=e.message,
-                    kind=kind_for_status(e.status),
-                )
-            )
+            self.fail(e.message, kind_for_status(e.status))
             return
         receiver = gevent.spawn(self.receive)
         try:

@@ -281,6 +281,12 @@ def test_an_unchanged_partial_is_reported_once():
     assert [type(e).__name__ for e in b.events_received()] == ["Partial", "Final", "Partial"]
 
 
+def finals_at_eof(b: MelvinBackend, now: float) -> list[tuple[str, bool | None]]:
+    """The server's export id (the end of the session): every final, the tail's included."""
+    b.receive_text("0123456789abcdef0123456789abcdef", now)
+    return [(e.text, e.unconfirmed) for e in b.events_received() if isinstance(e, ev.Final)]
+
+
 def final_of(*words: tuple[str, float, float]) -> str:
     result = [{"conf": 0.9, "start": s, "end": e, "word": w} for w, s, e in words]
     return json.dumps({"result": result, "text": " ".join(w for w, _, _ in words)}, indent=2)
@@ -338,18 +344,14 @@ def test_melvin_tail_keeps_the_words_of_the_last_partial_that_no_final_confirmed
     b = started()
     b.receive_text(json.dumps({"partial": " a b c d"}, indent=2), 1.0)
     b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4)), 1.1)
-    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
-    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
-    assert [(e.text, e.unconfirmed) for e in out] == [("a b", None), ("c d", True)]
+    assert finals_at_eof(b, 1.2) == [("a b", None), ("c d", True)]
 
 
 def test_melvin_tail_drops_the_cut_word_the_partials_repeat():
     b = started()
     b.receive_text(final_of(("a", 0.1, 0.2), ("cut", 0.3, 0.4)), 1.0)
     b.receive_text(json.dumps({"partial": " cut next"}, indent=2), 1.1)
-    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
-    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
-    assert [(e.text, e.unconfirmed) for e in out] == [("a cut", None), ("next", True)]
+    assert finals_at_eof(b, 1.2) == [("a cut", None), ("next", True)]
 
 
 def test_melvin_pre_auth_server_answer_to_the_auth_frame_hints_no_auth():
@@ -367,9 +369,7 @@ def test_melvin_tail_drops_a_run_of_words_the_finals_already_hold():
     b = started()
     b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4), ("c", 0.5, 0.6)), 1.0)
     b.receive_text(json.dumps({"partial": " b  c  d  e"}, indent=2), 1.1)
-    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
-    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
-    assert [(e.text, e.unconfirmed) for e in out] == [("a b c", None), ("d e", True)]
+    assert finals_at_eof(b, 1.2) == [("a b c", None), ("d e", True)]
 
 
 def test_melvin_tail_keeps_words_a_later_partial_dropped():
@@ -378,18 +378,14 @@ def test_melvin_tail_keeps_words_a_later_partial_dropped():
     b = started()
     b.receive_text(json.dumps({"partial": " a b c d e f"}, indent=2), 1.0)
     b.receive_text(json.dumps({"partial": " d e f g h"}, indent=2), 1.1)
-    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
-    tail = [e for e in b.events_received() if isinstance(e, ev.Final)]
-    assert [(e.text, e.unconfirmed) for e in tail] == [("a b c d e f g h", True)]
+    assert finals_at_eof(b, 1.2) == [("a b c d e f g h", True)]
 
 
 def test_melvin_tail_follows_a_final_found_inside_the_partial():
     b = started()
     b.receive_text(json.dumps({"partial": " x y a b c d"}, indent=2), 1.0)
     b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4)), 1.1)
-    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
-    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
-    assert [(e.text, e.unconfirmed) for e in out] == [("a b", None), ("c d", True)]
+    assert finals_at_eof(b, 1.2) == [("a b", None), ("c d", True)]
 
 
 def test_melvin_a_revised_partial_replaces_the_tail():
@@ -408,24 +404,18 @@ def test_melvin_tail_drops_the_held_words_even_when_a_final_left_one_out():
     b.receive_text(final_of(("p", 0.1, 0.2), ("q", 0.3, 0.4)), 1.0)
     b.receive_text(final_of(("r", 0.5, 0.6), ("s", 0.7, 0.8), ("z", 0.9, 1.0)), 1.1)
     b.receive_text(json.dumps({"partial": " q r s y z t u"}), 1.2)
-    b.receive_text("0123456789abcdef0123456789abcdef", 1.3)
-    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
-    assert [(e.text, e.unconfirmed) for e in out] == [("p q", None), ("r s z", None), ("t u", True)]
+    assert finals_at_eof(b, 1.3) == [("p q", None), ("r s z", None), ("t u", True)]
 
 
 def test_melvin_tail_keeps_new_words_that_only_resemble_the_finals():
     b = started()
     b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4)), 1.0)
     b.receive_text(json.dumps({"partial": " x y w b v"}), 1.1)  # "b" again, but new words before
-    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
-    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
-    assert [(e.text, e.unconfirmed) for e in out] == [("a b", None), ("x y w b v", True)]
+    assert finals_at_eof(b, 1.2) == [("a b", None), ("x y w b v", True)]
 
 
 def test_melvin_tail_keeps_a_short_head_that_ends_with_the_last_final_word():
     b = started()
     b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4)), 1.0)
     b.receive_text(json.dumps({"partial": " x b t"}), 1.1)  # said "x b" again: new words
-    b.receive_text("0123456789abcdef0123456789abcdef", 1.2)
-    out = [e for e in b.events_received() if isinstance(e, ev.Final)]
-    assert [(e.text, e.unconfirmed) for e in out] == [("a b", None), ("x b t", True)]
+    assert finals_at_eof(b, 1.2) == [("a b", None), ("x b t", True)]

@@ -43,6 +43,7 @@ def render(app: Any, backend: str, args: Sequence[str], filename: str = "locustf
     """The locustfile's text, after checking the arguments as the command would."""
     from streamcli.commands.config_cmd import env_names
     from streamcli.commands.plan import check_audio, plan_session, public_args
+    from streamcli.config import is_secret
 
     kept, dropped = public_args(args)
     for option in dropped:
@@ -56,7 +57,7 @@ def render(app: Any, backend: str, args: Sequence[str], filename: str = "locustf
     plan = plan_session(app, backend, args)  # the arguments as given (a key must be accepted)
     assert plan.input.path is not None  # a plan always has one file
     check_audio(plan.input.path)
-    variables = [v for k, v in env_names(backend).items() if _secret(k)]
+    variables = [v for k, v in env_names(backend).items() if is_secret(k)]
     credentials = (
         f"\nCredentials come from the environment of every worker: {', '.join(variables)}."
         if variables
@@ -72,10 +73,6 @@ def render(app: Any, backend: str, args: Sequence[str], filename: str = "locustf
         backend_repr=json.dumps(backend),
         args="\n".join(f"        {json.dumps(a, ensure_ascii=False)}," for a in kept),
     )
-
-
-def _secret(setting: str) -> bool:
-    return any(word in setting for word in ("key", "secret", "token"))
 
 
 def _docstring_safe(text: str) -> str:

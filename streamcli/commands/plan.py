@@ -12,7 +12,6 @@ what it was given to the plan instead of running.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
 
 # The transcription backends (Veridas das-Peak is voice biometrics over two channels).
 STREAMING_BACKENDS = ("melvin", "phebi", "bodhi", "vosk")
-# Options whose value is a credential: never written into a locustfile (environment instead).
-SECRET_OPTIONS = ("--api-key", "--subscription-key")
 
 
 @dataclass(frozen=True)
@@ -108,21 +105,18 @@ def check_plan_options(common: Common) -> None:
         raise UsageError("'-' (stdin): a Locust user streams a file, read once per worker")
 
 
-def check_audio(path: str) -> float:
-    """The input opens as audio: its length in seconds (or an error naming it)."""
+def check_audio(path: str) -> None:
+    """The input opens as audio (else the CLI's error naming it)."""
     from streamcli.audio.sources import open_source
 
-    if not os.path.exists(path):
-        raise UsageError(f"{path}: no such file")
-    source = open_source(path)
-    try:
-        return float(getattr(source, "duration", None) or 0.0)
-    finally:
-        source.close()
+    open_source(path).close()
 
 
 def public_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``args`` without the values of secret options: (kept, the secret options dropped)."""
+    """``args`` without the values of secret options (``config.is_secret``, as ``config show``
+    masks them): (kept, the secret options dropped)."""
+    from streamcli.config import is_secret
+
     kept: list[str] = []
     dropped: list[str] = []
     skip = False
@@ -131,7 +125,7 @@ def public_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
             skip = False
             continue
         name = arg.split("=", 1)[0]
-        if name in SECRET_OPTIONS:
+        if name.startswith("--") and is_secret(name[2:].replace("-", "_")):
             dropped.append(name)
             skip = "=" not in arg
             continue

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import ssl
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +22,7 @@ from streamcli.backends.base import ConnectRequest, Frame
 from streamcli.exit import ConnectError, StreamcliError, UsageError
 from streamcli.redact import public_url
 from streamcli.transport.websocket import (
+    Incoming,
     WireOptions,
     check_headers,
     handshake_error,
@@ -39,22 +39,16 @@ TEXT, BINARY, CLOSE = (
 )
 
 
-@dataclass(frozen=True)
-class Received:
-    kind: str  # "text" | "binary" | "close"
-    data: str | bytes | None = None
-    code: int | None = None  # the close code (None: no close frame, the connection was lost)
-    reason: str = ""
-
-
 class BlockingConnection:
     def __init__(self, ws: websocket.WebSocket) -> None:
         self._ws = ws
 
     @classmethod
     def open(
-        cls, request: ConnectRequest, options: WireOptions, handshake: Any = handshake_error
+        cls, request: ConnectRequest, options: WireOptions, handshake: Any = None
     ) -> BlockingConnection:
+        """Connect; ``handshake(status, text)`` is the backend's reading of a refusal."""
+        handshake = handshake or handshake_error
         check_headers(request.headers)
         where = public_url(request.url)
         try:
@@ -92,20 +86,21 @@ class BlockingConnection:
         else:
             self._ws.send_binary(frame)
 
-    def receive(self) -> Received:
-        """The next message; pings are answered on the way."""
+    def receive(self) -> Incoming:
+        """The next message, as the aiohttp transport gives it; pings are answered on the
+        way."""
         try:
             opcode, data = self._ws.recv_data()
         except (OSError, websocket.WebSocketException):
-            return Received("close", reason="connection lost")
+            return Incoming("close", reason="connection lost")
         if opcode == TEXT:
-            return Received("text", data.decode("utf-8", "replace"))
+            return Incoming("text", data.decode("utf-8", "replace"))
         if opcode == BINARY:
-            return Received("binary", bytes(data))
+            return Incoming("binary", bytes(data))
         if opcode == CLOSE:
             code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
-            return Received("close", code=code, reason=data[2:].decode("utf-8", "replace"))
-        return Received("close", reason="connection lost")
+            return Incoming("close", code=code, reason=data[2:].decode("utf-8", "replace"))
+        return Incoming("close", reason="connection lost")
 
     def close(self) -> None:
         with contextlib.suppress(OSError, websocket.WebSocketException):
