@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.abc
 import importlib.machinery
+import os
 import subprocess
 import sys
 import threading
@@ -46,9 +47,10 @@ class FakeStream:
         self.closed = True
 
     def deliver(self, block: np.ndarray, overflow: bool = False) -> None:
-        """What PortAudio does on its thread for each captured block."""
+        """What PortAudio does on its thread for each captured block: a raw stream's callback
+        gets a buffer of the samples' bytes (PortAudio's own memory, reused afterwards)."""
         status = SimpleNamespace(input_overflow=overflow)
-        self.callback(block, len(block), None, status)
+        self.callback(memoryview(np.ascontiguousarray(block)).cast("B"), len(block), None, status)
 
 
 class FakeSoundDevice:
@@ -93,7 +95,7 @@ class FakeSoundDevice:
         if samplerate in self.refused_rates:
             raise PortAudioError("Invalid sample rate", INVALID_SAMPLE_RATE)
 
-    def InputStream(self, **kwargs: Any) -> FakeStream:
+    def RawInputStream(self, **kwargs: Any) -> FakeStream:
         if self.open_error is not None:
             raise self.open_error
         stream = FakeStream(self, **kwargs)
@@ -242,6 +244,43 @@ def test_importing_the_mic_module_does_not_import_sounddevice() -> None:
     code = "import sys, streamcli.audio.mic; print('sounddevice' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+FAKE_SOUNDDEVICE = """
+class PortAudioError(Exception):
+    pass
+class _Stream:
+    def __init__(self, **kwargs):
+        self.callback = kwargs["callback"]
+    def start(self):
+        pass
+default = type("default", (), {"device": [0, 0]})
+def query_devices():
+    return [{"index": 0, "name": "Mic", "hostapi": 0, "max_input_channels": 1,
+             "default_samplerate": 16000.0}]
+def query_hostapis():
+    return [{"name": "ALSA"}]
+def check_input_settings(**kwargs):
+    pass
+RawInputStream = _Stream
+"""
+
+
+def test_capture_from_launch_does_not_wait_for_numpy(tmp_path) -> None:
+    # numpy's import is about 60-100 ms of the time before capture runs: the microphone is
+    # opened, started and fed before anything imports it.
+    (tmp_path / "sounddevice.py").write_text(FAKE_SOUNDDEVICE)
+    code = (
+        "import sys; from streamcli.audio import mic; mic.prestart(None, None); "
+        "source = mic._prestarted[1]; status = type('s', (), {'input_overflow': False}); "
+        "source._stream.callback(memoryview(bytes(640)), 160, None, status); "
+        "print('numpy' in sys.modules, source._early_frames)"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.split() == ["False", "160"]
 
 
 # ---- opening -------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ so ``rate`` is the rate the device was actually opened at, which may differ from
 asked for.
 
 ``sounddevice`` is imported lazily: its import loads PortAudio and scans the devices, which
-commands that do not use the microphone must never pay for (or fail on).
+commands that do not use the microphone must never pay for (or fail on). The stream is a raw
+one and the callback keeps bytes: numpy is imported only when the loop turns them into arrays,
+so a microphone started at launch (``prestart``) does not wait for numpy either.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # asyncio is imported when the loop attaches: 40 ms less before capture
+if TYPE_CHECKING:  # imported when the loop attaches: about 100 ms less before capture
     import asyncio
 
-import numpy as np
+    import numpy as np
 
 from streamcli.exit import UsageError
 
@@ -184,6 +186,8 @@ def _default_input_index(sd: ModuleType) -> int | None:
 
 def rms_dbfs(block: np.ndarray) -> float:
     """RMS level of a block in dB relative to full scale (a full-scale square wave is 0)."""
+    import numpy as np
+
     if not block.size:
         return SILENCE_DB
     rms = math.sqrt(float(np.mean(np.square(block, dtype=np.float64))))
@@ -226,8 +230,9 @@ class MicSource:
         self._device_lost = False
         self._started = False
         # Blocks captured before the event loop runs (``start()`` right after opening, while the
-        # session still imports and connects): kept here, handed to the queue by ``blocks()``.
-        self._early: list[tuple[np.ndarray, bool]] = []
+        # session still imports and connects): kept here as (samples, frames, overflow), handed
+        # to the queue by ``blocks()``.
+        self._early: list[tuple[bytes, int, bool]] = []
         self._early_frames = 0
         self._attach_lock = threading.Lock()
         self._stream = self._open(
@@ -250,7 +255,7 @@ class MicSource:
                     sd.check_input_settings(
                         device=dev.index, channels=channels, dtype="float32", samplerate=rate
                     )
-                    stream = sd.InputStream(
+                    stream = sd.RawInputStream(
                         device=dev.index,
                         samplerate=rate,
                         channels=channels,
@@ -274,23 +279,23 @@ class MicSource:
         )
 
     # ---- PortAudio's thread -----------------------------------------------------------------
-    def _callback(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+    def _callback(self, indata: Any, frames: int, time: Any, status: Any) -> None:
         if self._stopping:
             return
         # PortAudio reuses indata's memory for the next block: copy before handing over.
-        block, overflow = indata.copy(), bool(status.input_overflow)
+        data, overflow = bytes(indata), bool(status.input_overflow)
         if self._loop is None:
             with self._attach_lock:
                 if self._loop is None:  # not attached yet: keep it for blocks()
-                    self._keep_early(block, overflow)
+                    self._keep_early(data, frames, overflow)
                     return
-        self._post(self._receive, block, overflow)
+        self._post(self._receive, data, frames, overflow)
 
-    def _keep_early(self, block: np.ndarray, overflow: bool) -> None:
-        if self._full(self._early_frames, block):
+    def _keep_early(self, data: bytes, frames: int, overflow: bool) -> None:
+        if self._full(self._early_frames, frames):
             return
-        self._early.append((block, overflow))
-        self._early_frames += len(block)
+        self._early.append((data, frames, overflow))
+        self._early_frames += frames
 
     def _finished(self) -> None:
         """The stream went inactive: after close(), or on its own (device unplugged)."""
@@ -303,14 +308,14 @@ class MicSource:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the session is over
             self._loop.call_soon_threadsafe(fn, *args)
 
-    def _full(self, pending: int, block: np.ndarray) -> bool:
+    def _full(self, pending: int, frames: int) -> bool:
         """Past ``queue_limit_seconds`` waiting: the block is dropped (and counted) to bound
         the memory."""
         limit = None if self._queue_limit is None else self._queue_limit * self.rate
-        if limit is None or pending + len(block) <= limit:
+        if limit is None or pending + frames <= limit:
             return False
         self._dropped_blocks += 1
-        self._dropped_frames += len(block)
+        self._dropped_frames += frames
         return True
 
     # ---- the loop's thread ------------------------------------------------------------------
@@ -319,16 +324,19 @@ class MicSource:
         assert self._queue is not None, "used before blocks() attached the loop"
         return self._queue
 
-    def _receive(self, block: np.ndarray, overflow: bool) -> None:
+    def _receive(self, data: bytes, frames: int, overflow: bool) -> None:
         if self._ended:
             return
+        import numpy as np
+
+        block = np.frombuffer(data, dtype=np.float32).reshape(frames, self.channels)
         if overflow:
             self._overflows += 1
         self.level = rms_dbfs(block)
-        self.frames_captured += len(block)
-        if self._full(self._queued_frames, block):
+        self.frames_captured += frames
+        if self._full(self._queued_frames, frames):
             return  # the consumer is stuck (e.g. a server that stopped reading)
-        self._queued_frames += len(block)
+        self._queued_frames += frames
         self._q.put_nowait(block)
 
     def _end(self, device_lost: bool = False) -> None:
@@ -358,8 +366,8 @@ class MicSource:
             self._queue = asyncio.Queue()
             self._loop = asyncio.get_running_loop()
             early, self._early, self._early_frames = self._early, [], 0
-        for block, overflow in early:
-            self._receive(block, overflow)
+        for data, frames, overflow in early:
+            self._receive(data, frames, overflow)
 
     async def blocks(self) -> AsyncGenerator[np.ndarray, None]:
         if self._stopping or self._stream is None:
