@@ -11,6 +11,7 @@ STREAMCLI_REQUIRE_PULSE=1 (CI) to make that a failure instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PULSE_SH = ROOT / ".ci" / "pulse.sh"
 SINK = "streamcli_test"
 TONE_HZ = 440.0
+RIGHT_HZ = 660.0
 CAPTURE_SECONDS = 2.0
 
 
@@ -82,6 +84,27 @@ def tone(tmp_path: Path, pulse: ModuleType) -> Iterator[None]:
     t = np.arange(30 * rate) / rate
     path = tmp_path / "tone.wav"
     sf.write(path, 0.5 * np.sin(2 * np.pi * TONE_HZ * t), rate, subtype="PCM_16")
+    with playing(path):
+        yield
+
+
+@pytest.fixture
+def stereo_tones(tmp_path: Path, pulse: ModuleType) -> Iterator[None]:
+    """440 Hz on the left and 660 Hz on the right, playing into the (stereo) null sink."""
+    import soundfile as sf
+
+    rate = 48000
+    t = np.arange(30 * rate) / rate
+    both = np.stack([np.sin(2 * np.pi * TONE_HZ * t), np.sin(2 * np.pi * RIGHT_HZ * t)], axis=1)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, 0.5 * both, rate, subtype="PCM_16")
+    with playing(path):
+        yield
+
+
+@contextlib.contextmanager
+def playing(path: Path) -> Iterator[None]:
+    """``paplay`` plays ``path`` into the null sink until the block ends."""
     player = subprocess.Popen(
         ["paplay", f"--device={SINK}", str(path)],
         stdout=subprocess.DEVNULL,
@@ -149,6 +172,22 @@ async def test_the_microphone_hears_a_tone_played_into_the_null_sink(
     assert dominant_frequency(audio, source.rate) == pytest.approx(TONE_HZ, abs=3.0)
     assert source.level is not None and source.level > -20.0  # the 0.5 tone is at -9 dBFS
     assert source.take_warnings() == []
+
+
+async def test_two_channels_arrive_as_the_device_interleaves_them(
+    pulse: ModuleType, stereo_tones: None
+) -> None:
+    # The stream is raw (bytes from PortAudio): each block must come out as (frames, 2) with
+    # the left channel in column 0, as --split-channels sends them to two sessions.
+    source = mic.MicSource(device="pulse", want_rate=16000, channels=2, sd=pulse)
+    try:
+        audio = await capture(source, CAPTURE_SECONDS)
+    finally:
+        source.close()
+    assert audio.dtype == np.float32
+    assert audio.shape[1] == source.channels == 2
+    assert dominant_frequency(audio[:, :1], source.rate) == pytest.approx(TONE_HZ, abs=3.0)
+    assert dominant_frequency(audio[:, 1:], source.rate) == pytest.approx(RIGHT_HZ, abs=3.0)
 
 
 async def test_a_rate_the_plugin_cannot_take_falls_back_without_error(
