@@ -7,6 +7,7 @@ import secrets
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from streamcli.backends.base import Backend
@@ -15,6 +16,9 @@ from streamcli.commands.options import Common
 from streamcli.commands.run import run_streaming
 from streamcli.exit import AuthError, ConnectError, ExitStatus, ServerError, UsageError
 from streamcli.redact import mask_all, public_url, redact_url, url_secrets
+
+if TYPE_CHECKING:  # aiohttp loads only when a session runs
+    from streamcli.transport.websocket import WireOptions
 
 EXPORT_KINDS = ("transcript", "audio")
 
@@ -83,14 +87,23 @@ def run_melvin(
             )
     base = rest_url or default_rest_url(url)
     key = rest_key if rest_key is not None else api_key
-    asyncio.run(fetch_exports(base, key, ids, kinds, Path(export_dir), common.quiet))
+    wire = common.session_options().wire  # the session's --ca-file / --insecure hold here too
+    asyncio.run(fetch_exports(base, key, ids, kinds, Path(export_dir), common.quiet, wire))
     return status
 
 
 async def fetch_exports(
-    rest_url: str, api_key: str | None, ids: list[str], kinds: list[str], out_dir: Path, quiet: bool
+    rest_url: str,
+    api_key: str | None,
+    ids: list[str],
+    kinds: list[str],
+    out_dir: Path,
+    quiet: bool,
+    wire: WireOptions,
 ) -> None:
     import aiohttp
+
+    from streamcli.transport.websocket import tls_failure, tls_reason
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,9 +118,11 @@ async def fetch_exports(
                 target = out_dir / f"{export_id}.{'json' if kind == 'transcript' else 'wav'}"
                 url = f"{rest_url.rstrip('/')}/export/{kind}/{export_id}"
                 try:
-                    async with http.get(url) as resp:
+                    async with http.get(url, ssl=wire.ssl_context()) as resp:
                         body = await resp.read()
                         status = resp.status
+                except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as e:
+                    raise tls_failure(public_url(rest_url), tls_reason(e)) from None
                 except aiohttp.ClientError as e:
                     reason = mask_all(str(e), url_secrets(rest_url))
                     raise ConnectError(

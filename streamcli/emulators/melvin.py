@@ -150,7 +150,7 @@ class MelvinEmulator:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.host}:{self.rest_port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.rest_port}"
 
     async def start(self) -> None:
         ws_app = web.Application()

@@ -192,7 +192,7 @@ def _connect_failure(
     if isinstance(e, aiohttp.WSServerHandshakeError):
         return handshake(e.status, status_text(e.status, e.message or ""))
     if isinstance(e, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return tls_failure(where, _tls_reason(e))
+        return tls_failure(where, tls_reason(e))
     if isinstance(e, aiohttp.ClientConnectorDNSError):
         return unknown_host(url, _short(e))
     if isinstance(e, aiohttp.ClientConnectorError):
@@ -236,7 +236,7 @@ def status_text(status: int, message: str) -> str:
         return ""
 
 
-def _tls_reason(e: BaseException) -> str:
+def tls_reason(e: BaseException) -> str:
     cert_error = getattr(e, "certificate_error", None)
     verify = getattr(cert_error, "verify_message", None)
     if verify:

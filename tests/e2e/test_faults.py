@@ -100,9 +100,18 @@ async def test_unknown_host_exits_4_naming_the_host(cli, speech_wav):
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (the openssl command line tool)."""
+    return make_self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def other_self_signed(tmp_path_factory) -> tuple[Path, Path]:
+    """A second one, that the first does not vouch for."""
+    return make_self_signed(tmp_path_factory.mktemp("tls-other"))
+
+
+def make_self_signed(folder: Path) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command")
-    folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
         [
@@ -129,12 +138,15 @@ def self_signed(tmp_path_factory) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.fixture
-async def tls_melvin(self_signed, script_file):
-    cert, key = self_signed
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert), str(key))
-    emu = await melvin_with(script_file, ssl_context=context)
+    return context
+
+
+@pytest.fixture
+async def tls_melvin(self_signed, script_file):
+    emu = await melvin_with(script_file, ssl_context=server_context(*self_signed), rest_port=0)
     yield emu
     await emu.stop()
 
@@ -169,6 +181,52 @@ async def test_ca_file_trusts_the_server_and_insecure_skips_the_check_with_a_war
     assert "streamcli: warning: --insecure: TLS certificates are not checked" in (
         insecure.stderr.splitlines()
     )
+
+
+async def test_the_rest_exports_trust_what_the_session_trusts(
+    cli, tls_melvin, speech_wav, self_signed, tmp_path
+):
+    # The REST app of a TLS server speaks TLS too: --ca-file and --insecure hold for fetching
+    # the exports as for the session.
+    cert, _ = self_signed
+    outs = [tmp_path / "trusted", tmp_path / "insecure"]
+    runs = await asyncio.gather(
+        *(
+            cli("melvin", str(speech_wav), "--url", tls_melvin.url, "--speed", "8",
+                "--export", "transcript", "--export-dir", str(out),
+                "--rest-url", tls_melvin.rest_url, *extra, env=MELVIN_ENV)
+            for out, extra in zip(outs, (["--ca-file", str(cert)], ["--insecure"]), strict=True)
+        )
+    )  # fmt: skip
+    assert tls_melvin.rest_url.startswith("https://")
+    for r, out in zip(runs, outs, strict=True):
+        assert r.code == 0, r.stderr
+        assert r.lines == FINALS
+        assert [p.suffix for p in out.iterdir()] == [".json"]
+
+
+async def test_an_untrusted_rest_certificate_is_one_line_after_the_finals(
+    cli, tls_melvin, speech_wav, self_signed, other_self_signed, script_file, tmp_path
+):
+    cert, _ = self_signed
+    other = await melvin_with(
+        script_file, ssl_context=server_context(*other_self_signed), rest_port=0
+    )
+    try:
+        r = await cli(
+            "melvin", str(speech_wav), "--url", tls_melvin.url, "--speed", "8", "--ca-file",
+            str(cert), "--export", "transcript", "--export-dir", str(tmp_path),
+            "--rest-url", other.rest_url, env=MELVIN_ENV,
+        )  # fmt: skip
+    finally:
+        await other.stop()
+    assert r.code == 4, r.stderr
+    assert r.lines == FINALS  # what was received is on stdout before the export failed
+    assert error_lines(r.stderr) == [
+        f"streamcli: error: TLS failure connecting to {other.rest_url}: certificate verify "
+        "failed: self-signed certificate (trust the server's certificate with --ca-file PATH, "
+        "or skip checks with --insecure)"
+    ]
 
 
 async def test_a_missing_ca_file_exits_2(cli, tls_melvin, speech_wav, tmp_path):
