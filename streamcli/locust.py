@@ -273,6 +273,9 @@ class GreenletSession:
                 backend.receive_text(message.data, now)
             elif message.kind == "binary":
                 backend.receive_binary(message.data, now)
+            elif message.kind == "error":  # over the size limit: as the engine's Session
+                self.fail(message.reason, ev.PROTOCOL)
+                return
             else:
                 backend.receive_close(message.code, message.reason, now)
                 self.pump()

@@ -22,10 +22,12 @@ from streamcli.backends.base import ConnectRequest, Frame
 from streamcli.exit import ConnectError, StreamcliError, UsageError
 from streamcli.redact import public_url
 from streamcli.transport.websocket import (
+    MESSAGE_TOO_BIG,
     Incoming,
     WireOptions,
     check_headers,
     handshake_error,
+    message_too_big,
     no_handshake,
     status_text,
     tls_failure,
@@ -40,8 +42,9 @@ TEXT, BINARY, CLOSE = (
 
 
 class BlockingConnection:
-    def __init__(self, ws: websocket.WebSocket) -> None:
+    def __init__(self, ws: websocket.WebSocket, max_msg_size: int = 0) -> None:
         self._ws = ws
+        self._max_msg_size = max_msg_size  # 0: no limit, as aiohttp's max_msg_size
 
     @classmethod
     def open(
@@ -78,7 +81,7 @@ class BlockingConnection:
         except (OSError, websocket.WebSocketException) as e:
             raise ConnectError(f"cannot connect to {where}: {_short(e)}") from None
         ws.settimeout(None)
-        return cls(ws)
+        return cls(ws, options.max_msg_size)
 
     def send(self, frame: Frame) -> None:
         if isinstance(frame, str):
@@ -93,6 +96,12 @@ class BlockingConnection:
             opcode, data = self._ws.recv_data()
         except (OSError, websocket.WebSocketException):
             return Incoming("close", reason="connection lost")
+        limit = self._max_msg_size
+        if opcode in (TEXT, BINARY) and limit and len(data) > limit:
+            # websocket-client has no limit of its own: the message is read, then refused with
+            # the aiohttp transport's error (aiohttp's words for the detail).
+            detail = f"Message size {len(data)} exceeds limit {limit}"
+            return Incoming("error", code=MESSAGE_TOO_BIG, reason=message_too_big(detail))
         if opcode == TEXT:
             return Incoming("text", data.decode("utf-8", "replace"))
         if opcode == BINARY:

@@ -177,7 +177,7 @@ class WebSocketConnection:
 
 def _error_text(exc: Any, ws: aiohttp.ClientWebSocketResponse) -> str:
     if isinstance(exc, aiohttp.WebSocketError) and exc.code == MESSAGE_TOO_BIG:
-        return f"the server sent a message larger than the limit ({exc})"
+        return message_too_big(str(exc))
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return "no answer to WebSocket pings: the server is gone"
     return str(exc) or type(exc).__name__
@@ -207,6 +207,10 @@ def _connect_failure(
 
 
 # ---- the failures' words, shared with the blocking transport (``transport.blocking``) ----------
+def message_too_big(detail: str) -> str:
+    return f"the server sent a message larger than the limit ({detail})"
+
+
 def tls_failure(where: str, reason: str) -> PermanentConnectError:
     return PermanentConnectError(
         f"TLS failure connecting to {where}: {reason} "

@@ -85,6 +85,7 @@ def closed_port() -> int:
         ({"fault": "close-without-id"}, [], {}, None),
         ({}, [], {"MELVIN_API_KEY": "wrong-key-0123456789"}, "auth"),
         ({"refuse_first": 2, "refuse_status": 503}, [], {}, "connection"),
+        ({"fault": "huge-message", "fault_after": 2.2}, [], {}, "protocol"),
     ],
 )
 async def test_each_fault_is_the_same_failure_as_in_the_cli(
