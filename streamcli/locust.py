@@ -36,7 +36,6 @@ from __future__ import annotations
 import locust  # first: Locust's gevent monkey-patching comes before ssl and sockets load
 
 # isort: split
-import dataclasses
 import os
 import sys
 import time
@@ -52,9 +51,10 @@ from streamcli import events as ev
 from streamcli.backends.base import Backend
 from streamcli.commands.plan import STREAMING_BACKENDS, SessionPlan, plan_session
 from streamcli.engine.feed import Decoder, SharedAudio
+from streamcli.engine.session import masked
 from streamcli.exit import StreamcliError, UsageError, kind_for_status
 from streamcli.metrics import LatenessHistogram, SessionRecord, failure
-from streamcli.redact import mask_all, public_url
+from streamcli.redact import public_url
 
 __all__ = ["STREAMING_BACKENDS", "StreamcliUser", "session_plan"]
 
@@ -95,8 +95,9 @@ def shared_audio(plan: SessionPlan, backend: Backend) -> SharedAudio:
             finally:
                 source.close()
             audio = decoder.finish()
-            empty = UsageError(f"{source.label}: no audio to stream")
-            _AUDIO[key] = audio if audio.chunks else empty
+            if not audio.chunks:
+                raise UsageError(f"{source.label}: no audio to stream")
+            _AUDIO[key] = audio
         except StreamcliError as e:
             _AUDIO[key] = e
     found = _AUDIO[key]
@@ -130,9 +131,7 @@ class GreenletSession:
         self.conn: Any = None
 
     def emit(self, event: ev.Event) -> None:
-        if self.secrets and isinstance(event, ev.Error | ev.Warning | ev.Status) and event.message:
-            event = dataclasses.replace(event, message=mask_all(event.message, self.secrets))
-        self.on_event(event, clock())
+        self.on_event(masked(event, self.secrets), clock())
 
     def pump(self) -> None:
         for frame in self.backend.frames_to_send():

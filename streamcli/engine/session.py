@@ -206,14 +206,7 @@ class Session:
         return event
 
     def _masked(self, event: ev.Event) -> ev.Event:
-        """Credentials never leave in a message, whatever a server or a library put in it."""
-        if not self._secrets:
-            return event
-        if isinstance(event, ev.Error | ev.Warning | ev.Status) and event.message:
-            return dataclasses.replace(event, message=mask_all(event.message, self._secrets))
-        if isinstance(event, ev.Raw) and event.message:
-            return dataclasses.replace(event, message=mask_all(event.message, self._secrets))
-        return event
+        return masked(event, self._secrets)
 
     def _error(self, message: str, kind: str) -> ev.Error:
         return ev.Error(
@@ -665,6 +658,13 @@ class Session:
                 f"no end of session from the server within {timeout:g} s after the audio ended",
                 ev.TIMEOUT,
             )
+
+
+def masked(event: ev.Event, secrets: tuple[str, ...]) -> ev.Event:
+    """Credentials never leave in a message, whatever a server or a library put in it."""
+    if secrets and isinstance(event, ev.Error | ev.Warning | ev.Status | ev.Raw) and event.message:
+        return dataclasses.replace(event, message=mask_all(event.message, secrets))
+    return event
 
 
 def _plus(value: float | None, offset: float) -> float | None:

@@ -29,8 +29,10 @@ from streamcli.transport.websocket import (
     handshake_error,
     message_too_big,
     no_handshake,
+    short_reason,
     status_text,
     tls_failure,
+    tls_reason,
     unknown_host,
 )
 
@@ -67,9 +69,9 @@ class BlockingConnection:
             status = e.status_code
             raise handshake(status, status_text(status, e.status_message or "")) from None
         except (ssl.SSLError, ssl.CertificateError) as e:
-            raise tls_failure(where, _tls_reason(e)) from None
+            raise tls_failure(where, tls_reason(e)) from None
         except websocket.WebSocketAddressException as e:
-            raise unknown_host(request.url, _short(e)) from None
+            raise unknown_host(request.url, short_reason(e)) from None
         except (TimeoutError, websocket.WebSocketTimeoutException):
             raise no_handshake(where, options) from None
         except ValueError as e:
@@ -79,7 +81,7 @@ class BlockingConnection:
         except ConnectionRefusedError as e:
             raise ConnectError(f"cannot connect to {where}: {_refused(request.url, e)}") from None
         except (OSError, websocket.WebSocketException) as e:
-            raise ConnectError(f"cannot connect to {where}: {_short(e)}") from None
+            raise ConnectError(f"cannot connect to {where}: {short_reason(e)}") from None
         ws.settimeout(None)
         return cls(ws, options.max_msg_size)
 
@@ -133,19 +135,6 @@ def _refused(url: str, e: OSError) -> str:
     try:
         ipaddress.ip_address(parts.hostname or "")
     except ValueError:
-        return _short(e)
+        return short_reason(e)
     port = parts.port or (443 if parts.scheme == "wss" else 80)
     return f"Connect call failed ({parts.hostname!r}, {port})"
-
-
-def _tls_reason(e: BaseException) -> str:
-    verify = getattr(e, "verify_message", None)
-    if verify:
-        return f"certificate verify failed: {verify}"
-    reason = getattr(e, "reason", None)
-    return str(reason).replace("_", " ").lower() if reason else _short(e)
-
-
-def _short(e: BaseException) -> str:
-    text = getattr(e, "strerror", None) or str(e)
-    return text.split("] ", 1)[-1] if text else type(e).__name__

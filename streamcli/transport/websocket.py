@@ -194,15 +194,15 @@ def _connect_failure(
     if isinstance(e, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         return tls_failure(where, tls_reason(e))
     if isinstance(e, aiohttp.ClientConnectorDNSError):
-        return unknown_host(url, _short(e))
+        return unknown_host(url, short_reason(e))
     if isinstance(e, aiohttp.ClientConnectorError):
-        return ConnectError(f"cannot connect to {where}: {_short(e)}")
+        return ConnectError(f"cannot connect to {where}: {short_reason(e)}")
     if isinstance(e, TimeoutError):
         return no_handshake(where, options)
     if isinstance(e, aiohttp.InvalidURL | ValueError):
         return UsageError(f"invalid URL {where!r}")
     if isinstance(e, aiohttp.ClientError | OSError):
-        return ConnectError(f"cannot connect to {where}: {_short(e)}")
+        return ConnectError(f"cannot connect to {where}: {short_reason(e)}")
     return e
 
 
@@ -241,17 +241,21 @@ def status_text(status: int, message: str) -> str:
 
 
 def tls_reason(e: BaseException) -> str:
-    cert_error = getattr(e, "certificate_error", None)
+    """Why TLS failed, from aiohttp's wrapper (``certificate_error``, ``os_error``) or from
+    the ``ssl`` error itself (websocket-client raises those as they are)."""
+    cert_error = getattr(e, "certificate_error", None) or e
     verify = getattr(cert_error, "verify_message", None)
     if verify:
         return f"certificate verify failed: {verify}"
     reason = getattr(getattr(e, "os_error", None), "reason", None) or getattr(e, "reason", None)
-    return str(reason).replace("_", " ").lower() if reason else _short(e)
+    return str(reason).replace("_", " ").lower() if reason else short_reason(e)
 
 
-def _short(e: BaseException) -> str:
-    os_error = getattr(e, "os_error", None)
-    if os_error is not None and getattr(os_error, "strerror", None):
-        return str(os_error.strerror)
+def short_reason(e: BaseException) -> str:
+    """An OS error's own words (aiohttp's wrapped one's), else the text after any "[...] "."""
+    error = getattr(e, "os_error", None) or e
+    strerror = getattr(error, "strerror", None)
+    if strerror:
+        return str(strerror)
     text = str(e)
     return text.split("] ", 1)[-1] if text else type(e).__name__
