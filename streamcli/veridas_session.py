@@ -110,7 +110,7 @@ async def fetch_token(
     request and the answer, the secret and the token masked."""
     import aiohttp
 
-    from streamcli.transport.websocket import PermanentConnectError
+    from streamcli.transport.websocket import tls_failure, tls_reason
 
     if config.token is not None:
         return config.token
@@ -133,13 +133,11 @@ async def fetch_token(
         ):
             body = await resp.text(errors="replace")
             status = resp.status
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as e:
+        # First: a certificate error is a ValueError too (ssl.CertificateError).
+        raise tls_failure(where, tls_reason(e)) from None
     except (aiohttp.InvalidURL, ValueError):
         raise UsageError(f"invalid token URL {redact_url(config.token_url)!r}") from None
-    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as e:
-        raise PermanentConnectError(
-            f"TLS failure connecting to {where}: {e} "
-            "(trust the server's certificate with --ca-file PATH, or skip checks with --insecure)"
-        ) from None
     except TimeoutError:
         raise ConnectError(f"cannot get a token from {where}: no answer in time") from None
     except (aiohttp.ClientError, OSError) as e:

@@ -28,7 +28,13 @@ from streamcli.exit import (
     handshake_refusal,
 )
 from streamcli.redact import public_url
-from streamcli.transport.websocket import WireOptions, check_headers
+from streamcli.transport.websocket import (
+    WireOptions,
+    check_headers,
+    short_reason,
+    tls_failure,
+    tls_reason,
+)
 
 EventCallback = Callable[[str, tuple[Any, ...]], None]
 DisconnectCallback = Callable[[str | None], None]
@@ -182,10 +188,7 @@ def _failure(
         ssl_module.SSLError,
     )
     if isinstance(cause, tls_errors):
-        return ConnectError(
-            f"TLS failure connecting to {url}: {_short(cause)} "
-            "(trust the server's certificate with --ca-file PATH, or skip checks with --insecure)"
-        )
+        return tls_failure(url, tls_reason(cause))
     if isinstance(cause, aiohttp.InvalidURL) or isinstance(e, ValueError):
         return UsageError(f"invalid URL {url!r}")
     if isinstance(cause, TimeoutError) or isinstance(e, TimeoutError):
@@ -193,8 +196,8 @@ def _failure(
             f"cannot connect to {url}: no Socket.IO connection within {options.connect_timeout:g} s"
         )
     if isinstance(cause, aiohttp.ClientError | OSError):
-        return ConnectError(f"cannot connect to {url}: {_short(cause)}")
-    return ConnectError(f"cannot connect to {url}: {_short(e)}")
+        return ConnectError(f"cannot connect to {url}: {short_reason(cause)}")
+    return ConnectError(f"cannot connect to {url}: {short_reason(e)}")
 
 
 def refusal_error(namespace: str, data: Any) -> StreamcliError:
@@ -205,11 +208,3 @@ def refusal_error(namespace: str, data: Any) -> StreamcliError:
     if _AUTH_WORDS.search(text):
         return AuthError(line)
     return ServerError(line + " (check --namespace)")
-
-
-def _short(e: BaseException) -> str:
-    os_error = getattr(e, "os_error", None)
-    if os_error is not None and getattr(os_error, "strerror", None):
-        return str(os_error.strerror)
-    text = str(e)
-    return text.split("] ", 1)[-1] if text else type(e).__name__

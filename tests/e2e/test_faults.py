@@ -8,11 +8,8 @@ Exit codes: 2 bad input, 3 credentials rejected, 4 cannot connect / connection l
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import ssl
 import struct
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from conftest import speechlike
 from streamcli.emulators.melvin import MelvinEmulator
 
 from .backend_matrix import WEBSOCKET_BACKENDS, args, emulator, env, events, of_type
+from .tls import make_self_signed, server_context
 
 MELVIN_ENV = env("melvin")
 FINALS = ["Hello streaming world.", "The second sentence ends here."]
@@ -107,41 +105,6 @@ def self_signed(tmp_path_factory) -> tuple[Path, Path]:
 def other_self_signed(tmp_path_factory) -> tuple[Path, Path]:
     """A second one, that the first does not vouch for."""
     return make_self_signed(tmp_path_factory.mktemp("tls-other"))
-
-
-def make_self_signed(folder: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
-def server_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(cert), str(key))
-    return context
 
 
 @pytest.fixture

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import soundfile as sf
+from aiohttp import web
 
 from streamcli.emulators.veridas import VeridasEmulator
+
+from .tls import make_self_signed, server_context
 
 CLIENT_ID = "fault-client"
 CLIENT_SECRET = "fault-client-secret-6b1d9e3f"
@@ -343,4 +346,61 @@ async def test_heartbeat_finds_a_dead_signalling_peer(voice):
     assert run.errors[0].startswith(
         "streamcli: error: das-Peak closed the signalling connection before a result"
     )
+    assert_clean(run, e)
+
+
+# ---- TLS ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory):
+    return make_self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+async def untrusted(self_signed):
+    """An HTTPS server with a self-signed certificate (whatever it would answer)."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(text="{}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(*self_signed))
+    await site.start()
+    yield f"https://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+UNTRUSTED = (
+    "certificate verify failed: self-signed certificate (trust the server's certificate with "
+    "--ca-file PATH, or skip checks with --insecure)"
+)
+
+
+async def test_an_untrusted_token_endpoint_is_the_tls_line_of_every_backend(voice, untrusted):
+    run = await veridas(
+        f"{voice} --url {untrusted} --audio-url ws://127.0.0.1:9/twilio", CREDENTIALS
+    )
+    assert run.code == CONNECTION, run.stderr
+    assert run.errors == [
+        f"streamcli: error: TLS failure connecting to {untrusted}/socket.io/oauth2/token: "
+        + UNTRUSTED
+    ]
+    assert_clean(run)
+
+
+async def test_an_untrusted_signalling_server_is_the_tls_line_and_not_retried(voice, untrusted):
+    e = await emulator()
+    try:
+        run = await veridas(
+            f"{voice} --url {untrusted} --token-url {e.url}/socket.io/oauth2/token "
+            f"--audio-url {audio_url(e, 'twilio')} --reconnect 2",
+            env=CREDENTIALS,
+        )
+    finally:
+        await e.stop()
+    assert run.code == CONNECTION, run.stderr
+    assert run.errors == [f"streamcli: error: TLS failure connecting to {untrusted}: " + UNTRUSTED]
+    assert "retrying" not in run.stderr  # a certificate does not change on a second try
     assert_clean(run, e)
