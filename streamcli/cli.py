@@ -112,6 +112,15 @@ def melvin(
             help="Melvin REST URL (default: same host, port 8393).", rich_help_panel=o.BACKEND
         ),
     ] = None,
+    seat_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Max seconds to wait for a worker seat on a busy server (the audio is held "
+            "meanwhile), then exit 6.",
+            rich_help_panel=o.CONNECTION,
+            min=1.0,
+        ),
+    ] = 300.0,
 ) -> None:
     """Stream to a Melvin-ASR server (open-source Whisper streaming)."""
 
@@ -126,7 +135,14 @@ def melvin(
         # want the key on their REST exports.
         key = None if no_auth else s["api_key"]
         return run_melvin(
-            common, s["url"], key, export, s["export_dir"], s["rest_url"], rest_key=s["api_key"]
+            common,
+            s["url"],
+            key,
+            export,
+            s["export_dir"],
+            s["rest_url"],
+            rest_key=s["api_key"],
+            seat_timeout=seat_timeout,
         )
 
     guarded(body, common.debug)

@@ -91,11 +91,14 @@ class Final(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Status(Event):
-    """Connection state or a server notice: ``state`` is a short machine word, e.g. ``waiting``."""
+    """Connection state or a server notice: ``state`` is a short machine word, e.g. ``waiting``.
+    ``seconds``: how long the state has lasted, where that matters (a seat wait: ``waiting``
+    repeats with the time waited so far, ``seated`` says the whole wait)."""
 
     type: ClassVar[str] = "status"
     state: str
     message: str = ""
+    seconds: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -193,6 +193,8 @@ class GreenletSession:
             if not backend.finished:
                 backend.end_audio(clock())
                 self.pump()
+            # The end-of-stream of a held session waits for its seat (bounded by the backend).
+            self.wait(lambda: not backend.holding)
             if not self.wait(lambda: backend.finished, clock() + options.timeout):
                 self.fail(
                     f"no end of session from the server within {options.timeout:g} s after "
@@ -214,12 +216,18 @@ class GreenletSession:
                 if not self.wait(lambda: backend.ready_for_audio) or backend.finished:
                     return  # waits for the protocol to accept audio
                 t0 = record.audio_t0 = clock()
-            elif speed > 0:
-                due = t0 + start / speed
+            else:
+                due = t0 + start / speed if speed > 0 else clock()
                 self.sleep_until(due)
                 if backend.finished:
                     return
-                record.lateness.add(max(0.0, clock() - due))
+                if backend.holding:  # a seat wait: hold the audio, go on at the pace once seated
+                    held = clock()
+                    if not self.wait(lambda: not backend.holding) or backend.finished:
+                        return
+                    t0 += clock() - held
+                elif speed > 0:
+                    record.lateness.add(max(0.0, clock() - due))
             backend.send_audio(chunk, clock())
             self.pump()  # a full socket blocks here (this greenlet only): the server's pace
 

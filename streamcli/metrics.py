@@ -121,9 +121,11 @@ class SessionRecord:
         if isinstance(event, ev.Status):
             if event.state == "waiting" and self.waiting_since is None and self.seat_wait is None:
                 self.waiting_since = now
+            elif event.state == "seated" and self.waiting_since is not None:
+                self.seat_wait, self.waiting_since = now - self.waiting_since, None
             return
         if isinstance(event, ev.Partial | ev.Final | ev.End) and self.waiting_since is not None:
-            # Melvin says nothing when a seat frees up; its first answer after the wait is it.
+            # A stream that ended while still waiting: its first answer ends the wait.
             self.seat_wait, self.waiting_since = now - self.waiting_since, None
         if isinstance(event, ev.SessionStarted):
             if self.connected is None:
@@ -146,8 +148,13 @@ class SessionRecord:
         if self.first_final is None:
             self.first_final = now
         if final.end is not None and self.audio_t0 is not None and self.speed > 0:
-            audio_wall = self.audio_t0 + final.end / self.speed + self.reconnect_seconds
+            audio_wall = self.audio_t0 + final.end / self.speed + self.paused()
             self.final_latencies.append(now - audio_wall)
+
+    def paused(self) -> float:
+        """Seconds the audio stood still: reconnects and the seat wait (a held stream goes on
+        at its pace from the seat, so neither counts in the session's own latencies)."""
+        return self.reconnect_seconds + (self.seat_wait or 0.0)
 
     @property
     def ok(self) -> bool:
@@ -158,7 +165,9 @@ class SessionRecord:
         return self.started and not self.ok and not self.aborted
 
     def since_audio(self, t: float | None) -> float | None:
-        return None if t is None or self.audio_t0 is None else t - self.audio_t0
+        if t is None or self.audio_t0 is None:
+            return None
+        return t - self.audio_t0 - (self.seat_wait or 0.0)
 
 
 def failure(record: SessionRecord) -> tuple[str, str]:

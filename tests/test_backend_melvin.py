@@ -220,16 +220,104 @@ def test_melvin_each_rejection_string_is_an_auth_error():
         assert b.finished
 
 
+WAITING = "No transcription workers available. Retrying in 10 seconds"
+
+
 def test_melvin_waiting_reminder_is_a_status_event():
     b = started()
-    b.receive_text("No transcription workers available. Retrying in 10 seconds", 0.1)
+    b.receive_text(WAITING, 0.1)
+    assert b.events_received() == [
+        ev.Status(backend="melvin", state="waiting", message=WAITING, seconds=0.0)
+    ]
+
+
+def test_melvin_told_to_wait_holds_its_audio_and_probes_for_the_seat():
+    # melvin.md, "No free worker seat": nothing is read while the client waits; only a
+    # seated handler answers a text that is not eof, after the frames sent before it.
+    b = started()
+    b.frames_to_send()
+    b.send_audio(b"\x01\x02" * 1600, 0.0)
+    b.send_audio(b"\x03\x04" * 1600, 0.1)
+    assert b.frames_to_send() == [b"\x01\x02" * 1600]
+    b.receive_text(WAITING, 0.15)
+    assert b.holding
+    assert b.frames_to_send() == ["seat"]
+    assert b.next_deadline() == 0.15 + 300.0  # the seat timeout
+    b.receive_text(WAITING, 10.15)  # the reminder: the wait so far
+    (first, second) = b.events_received()
+    assert (first.seconds, second.seconds) == (0.0, 10.0)
+    assert b.frames_to_send() == []  # one probe only
+    b.receive_text("control message unknown", 20.2)
+    assert not b.holding
     assert b.events_received() == [
         ev.Status(
             backend="melvin",
-            state="waiting",
-            message="No transcription workers available. Retrying in 10 seconds",
+            state="seated",
+            message="a worker seat is free after 20.1 s of waiting",
+            seconds=20.05,
         )
     ]
+    assert b.next_deadline() is None
+    b.send_audio(b"\x05\x06" * 1600, 20.2)  # the held frame goes first, as always
+    assert b.frames_to_send() == [b"\x03\x04" * 1600]
+
+
+def test_melvin_an_end_while_waiting_waits_for_the_seat():
+    b = started()
+    b.frames_to_send()
+    b.send_audio(LAST, 0.0)
+    b.receive_text(WAITING, 0.1)
+    b.end_audio(0.2)
+    assert b.frames_to_send() == ["seat"]
+    b.tick(15.0)
+    assert b.frames_to_send() == []  # no sync timeout, no eof while waiting
+    b.receive_text("control message unknown", 20.0)
+    b.events_received()
+    assert b.frames_to_send() == ["sync"]
+    assert b.next_deadline() == 30.0
+    b.receive_text("control message unknown", 20.1)
+    assert b.next_deadline() == 22.1  # idle: the grace, as for any session
+    b.tick(22.1)
+    assert b.frames_to_send() == [LAST, "sync"]
+
+
+def test_melvin_a_probe_sent_before_the_waiting_notice_is_answered_in_order():
+    # A short input: the end phase's sync left before the notice came. Both are answered once
+    # seated, sync first; the first answer is the seat.
+    b = started()
+    b.frames_to_send()
+    b.send_audio(LAST, 0.0)
+    b.end_audio(0.05)
+    assert b.frames_to_send() == ["sync"]
+    b.receive_text(WAITING, 0.1)
+    assert b.frames_to_send() == ["seat"]
+    b.receive_text("control message unknown", 10.1)
+    assert not b.holding
+    assert [e.state for e in b.events_received()] == ["waiting", "seated"]
+    assert b.next_deadline() == 12.1  # the sync answer: idle, the grace
+    b.receive_text("control message unknown", 10.2)  # the seat probe's: nothing more
+    assert b.events_received() == [] and b.next_deadline() == 12.1
+
+
+def test_melvin_no_seat_within_the_seat_timeout_is_a_timeout():
+    b = MelvinBackend("ws://h:8394", KEY, seat_timeout=30.0)
+    b.start(0.0)
+    b.receive_text(WAITING, 1.0)
+    b.events_received()
+    b.tick(30.9)
+    assert not b.finished
+    b.tick(31.0)
+    (error,) = b.events_received()
+    assert error.kind == ev.TIMEOUT and b.finished
+    assert error.message.startswith("no worker seat within 30 s: the server is busy")
+    assert "--seat-timeout" in error.message
+
+
+def test_melvin_a_waiting_notice_after_results_holds_nothing():
+    b = started()
+    b.receive_text(json.dumps({"partial": " a"}, indent=2), 0.5)
+    b.receive_text(WAITING, 0.6)
+    assert not b.holding and "seat" not in b.frames_to_send()
 
 
 def test_melvin_close_without_id_after_eof_is_an_explained_server_error():

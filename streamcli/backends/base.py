@@ -98,6 +98,13 @@ class Backend:
         """False while the protocol forbids audio (e.g. before a handshake reply)."""
         return True
 
+    @property
+    def holding(self) -> bool:
+        """True while the server asked the client to hold its audio mid-session (Melvin:
+        waiting for a worker seat). The session keeps the audio meanwhile and sends it, at its
+        pace, once this turns False; the end-of-stream waits too."""
+        return False
+
     def frames_to_send(self) -> list[Frame]:
         out, self._frames = self._frames, []
         return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,6 +42,16 @@ SYNC_FRAME = "sync"
 EOF_GRACE_SECONDS = 2.0
 RETRIGGER_SECONDS = 1.0
 SYNC_TIMEOUT_SECONDS = 10.0
+# Waiting for a worker seat (melvin.md, "No free worker seat"; real server
+# src/websocket/websockets_server.py, handle_new_client): the server sends WAITING_PREFIX… right
+# after auth and every 10 s, reads nothing meanwhile, and says nothing when it grants a seat.
+# Whatever the client sends while waiting arrives as one burst once seated, which meets the eof
+# race above. So a client told to wait holds its audio (``holding``) and sends SEAT_PROBE: only
+# a seated handler (echo()) reads it, after the frames sent before it, and answers "control
+# message unknown" -- that answer is the seat. A wait longer than ``seat_timeout`` fails
+# (a timeout, not a server failure: the server is busy, not broken).
+SEAT_PROBE = "seat"
+DEFAULT_SEAT_TIMEOUT = 300.0
 # Consecutive finals can repeat a word cut at the window edge with the same start (melvin.md):
 # the same text starting within this many seconds of the last final word is that word.
 REPEATED_WORD_START_TOLERANCE = 0.005
@@ -58,10 +69,25 @@ class MelvinBackend(Backend):
     sample_rate = 16000
     encoding = "s16le"
 
-    def __init__(self, url: str, api_key: str | None = None, *, speaker: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        speaker: str | None = None,
+        seat_timeout: float = DEFAULT_SEAT_TIMEOUT,
+    ) -> None:
         super().__init__(speaker=speaker)
         self.url = url
         self.api_key = api_key
+        self.seat_timeout = seat_timeout
+        # The seat: "" (never told to wait, or seated without a word), "waiting" (told to
+        # wait: audio held, SEAT_PROBE sent), "seated" (the probe was answered).
+        self._seat = ""
+        self._waiting_since: float | None = None
+        self._end_deferred = False  # end_audio() came while waiting: done once seated
+        # What each "control message unknown" answers, in the order the texts were sent.
+        self._probes: deque[str] = deque()
         self._first_audio_at: float | None = None
         self._eof_sent = False
         self._held: bytes | None = None  # the latest audio frame, sent at the end (see above)
@@ -96,8 +122,15 @@ class MelvinBackend(Backend):
         self._held = data
         self.audio_seconds_sent += len(data) / 2 / self.sample_rate
 
+    @property
+    def holding(self) -> bool:
+        return self._seat == "waiting" and not self.finished
+
     def end_audio(self, now: float) -> None:
         if self._eof_sent or self._phase or self.finished:
+            return
+        if self.holding:
+            self._end_deferred = True  # the end phase needs a seated handler
             return
         if self._first_audio_at is None:
             self._send_eof()  # no audio, no transcription
@@ -106,8 +139,12 @@ class MelvinBackend(Backend):
 
     def _sync(self, now: float) -> None:
         self._phase = "sync"
-        self._send(SYNC_FRAME)
+        self._probe(SYNC_FRAME)
         self._eof_due = now + SYNC_TIMEOUT_SECONDS
+
+    def _probe(self, text: str) -> None:
+        self._probes.append(text)
+        self._send(text)
 
     def _idle(self, now: float) -> None:
         """The server has read everything and runs no transcription: the held frame, or eof."""
@@ -125,10 +162,24 @@ class MelvinBackend(Backend):
         self._send(EOF_FRAME)
 
     def next_deadline(self) -> float | None:
+        if self.holding and self._waiting_since is not None:
+            return self._waiting_since + self.seat_timeout  # the end phase waits for the seat
         return self._eof_due
 
     def tick(self, now: float) -> None:
-        if self._eof_due is None or now < self._eof_due or self.finished:
+        if self.finished:
+            return
+        if self.holding:
+            if self._waiting_since is not None and now >= self._waiting_since + self.seat_timeout:
+                self._emit_tail()
+                self._fail(
+                    f"no worker seat within {self.seat_timeout:g} s: the server is busy "
+                    "(it kept answering 'No transcription workers available'); "
+                    "wait longer with --seat-timeout SECONDS",
+                    ev.TIMEOUT,
+                )
+            return
+        if self._eof_due is None or now < self._eof_due:
             return
         if self._phase == "sync":  # never answered: do not wait twice
             if self._held is not None:
@@ -141,9 +192,12 @@ class MelvinBackend(Backend):
     def receive_text(self, text: str, now: float) -> None:
         if self.finished:
             return
-        if self._phase == "sync" and text.strip() == UNKNOWN_CONTROL:
-            self._phase = "idle"
-            self._eof_due = now + EOF_GRACE_SECONDS
+        stripped = text.strip()
+        if stripped == UNKNOWN_CONTROL and self._probes:
+            self._answered(self._probes.popleft(), now)
+            return
+        if stripped.startswith(WAITING_PREFIX):
+            self._on_waiting(stripped, now)
             return
         if self._handle_text(text) and self._phase == "idle":
             # This partial ended the last transcription that could run. The held frame waits
@@ -153,6 +207,39 @@ class MelvinBackend(Backend):
             else:
                 self._phase = "retrigger"
                 self._eof_due = now + RETRIGGER_SECONDS
+
+    def _answered(self, probe: str, now: float) -> None:
+        """A seated handler read everything up to this probe: any answer is the seat."""
+        self._seated(now)
+        if probe == SYNC_FRAME and self._phase == "sync":
+            self._phase = "idle"
+            self._eof_due = now + EOF_GRACE_SECONDS
+
+    def _on_waiting(self, message: str, now: float) -> None:
+        """No free worker seat (sent after auth, then every 10 s until seated)."""
+        if self._seat == "" and not self._partial_or_final_seen and not self._eof_sent:
+            self._seat = "waiting"
+            self._waiting_since = now
+            self._probe(SEAT_PROBE)
+        waited = 0.0 if self._waiting_since is None else now - self._waiting_since
+        self._emit(ev.Status, state="waiting", message=message, seconds=round(waited, 3))
+
+    def _seated(self, now: float) -> None:
+        if self._seat != "waiting":
+            return
+        self._seat = "seated"
+        waited = now - (self._waiting_since if self._waiting_since is not None else now)
+        self._emit(
+            ev.Status,
+            state="seated",
+            message=f"a worker seat is free after {waited:.1f} s of waiting",
+            seconds=round(waited, 3),
+        )
+        if self._phase == "sync":
+            self._eof_due = now + SYNC_TIMEOUT_SECONDS  # the probe's wait starts now
+        if self._end_deferred:
+            self._end_deferred = False
+            self.end_audio(now)
 
     def _handle_text(self, text: str) -> bool:
         """Handle one server text frame; True when it was a partial."""
@@ -164,9 +251,6 @@ class MelvinBackend(Backend):
             return False
         if stripped in AUTH_FAILURES:
             self._fail(f"Melvin-ASR rejected the credentials: {stripped}", ev.AUTH)
-            return False
-        if stripped.startswith(WAITING_PREFIX):
-            self._emit(ev.Status, state="waiting", message=stripped)
             return False
         if stripped == UNKNOWN_CONTROL:
             self._on_unknown_control()

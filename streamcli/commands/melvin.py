@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from streamcli.backends.base import Backend
-from streamcli.backends.melvin import MelvinBackend
+from streamcli.backends.melvin import DEFAULT_SEAT_TIMEOUT, MelvinBackend
 from streamcli.commands.options import Common
 from streamcli.commands.run import run_streaming
 from streamcli.exit import AuthError, ConnectError, ExitStatus, ServerError, UsageError
@@ -59,6 +59,7 @@ def run_melvin(
     export_dir: str,
     rest_url: str | None,
     rest_key: str | None = None,
+    seat_timeout: float = DEFAULT_SEAT_TIMEOUT,
 ) -> int:
     check_ws_url(url)
     kinds = parse_exports(export)
@@ -69,7 +70,9 @@ def run_melvin(
     if kinds and common.batch:
         raise UsageError("--export takes one input, not a batch run")
     status, backends = run_streaming(
-        common, "melvin", lambda speaker: MelvinBackend(url, api_key, speaker=speaker)
+        common,
+        "melvin",
+        lambda speaker: MelvinBackend(url, api_key, speaker=speaker, seat_timeout=seat_timeout),
     )
     if status != ExitStatus.OK or not kinds:
         return status

@@ -1,7 +1,8 @@
 """Melvin-ASR emulator: the WebSocket and REST protocol of ``shared/protocols/melvin.md``.
 
 Faithful to the server's quirks: no auth ack, the three exact failure strings (then close 1000),
-"waiting" reminders while no worker seat is free (frames queued meanwhile), indent=2 JSON,
+"waiting" reminders while no worker seat is free (a free seat is looked for only then; frames
+queued unread meanwhile, 32 at most, then TCP backpressure), indent=2 JSON,
 partials with leading/double spaces, a transcription pass about once per second of received
 audio, the 32-hex export id then close 1000, and REST exports on a second port.
 
@@ -55,6 +56,7 @@ AUTH_BAD_KEY = "Provided api key is invalid"
 WAITING = "No transcription workers available. Retrying in 10 seconds"
 UNKNOWN = "control message unknown"
 RATE = 16000
+UNREAD_LIMIT = 32  # messages the server's WebSocket library queues before it stops reading
 FAULTS = (
     "close-without-id",
     "silent-after-eof",
@@ -204,7 +206,10 @@ class MelvinEmulator:
         if self.api_keys and not await self._authenticate(ws, conn):
             return
         conn.authenticated = True
-        queue: asyncio.Queue = asyncio.Queue()
+        # The real server's WebSocket library keeps at most 32 unread messages, then stops
+        # reading the socket (uvicorn's ws_max_queue): a client that streams on meets TCP
+        # backpressure.
+        queue: asyncio.Queue = asyncio.Queue(maxsize=UNREAD_LIMIT)
         reader = asyncio.create_task(self._read(ws, conn, queue))
         try:
             if not await self._take_seat(ws, conn, reader):
@@ -242,20 +247,18 @@ class MelvinEmulator:
     async def _take_seat(
         self, ws: web.WebSocketResponse, conn: MelvinConnection, reader: asyncio.Task
     ) -> bool:
-        if not self._free_seats.locked():
-            await self._free_seats.acquire()
-            return True
-        conn.waited_for_seat = True
-        seat = asyncio.ensure_future(self._free_seats.acquire())
+        """Like the real server (websockets_server.py, handle_new_client): look for a free
+        seat; none: send the waiting message and look again ``reminder_interval`` later (a
+        seat that frees up meanwhile waits for that look). The handler reads nothing
+        meanwhile: what the client sends queues up (``_read``) until it is seated."""
         while True:
-            await ws.send_str(WAITING)
-            await asyncio.wait(
-                {seat, reader}, timeout=self.reminder_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            if seat.done():
+            if not self._free_seats.locked():
+                await self._free_seats.acquire()
                 return True
+            conn.waited_for_seat = True
+            await ws.send_str(WAITING)
+            await asyncio.wait({reader}, timeout=self.reminder_interval)
             if reader.done():  # the client left while waiting
-                seat.cancel()
                 conn.ended = "left while waiting for a seat"
                 return False
 

@@ -30,6 +30,15 @@ outage); live audio captured during the outage queues in a bounded backlog
 as fast as the server takes it. Each session's times start at 0, so the stream shifts the times
 of its events by ``_offset``, the audio position where that session began (dropped backlog
 audio included): every event stays on the original timeline.
+
+A hold (``Backend.holding``: the server asked the client to wait, e.g. Melvin's worker seat).
+While it lasts, audio goes to the same backlog instead of the wire and the end-of-stream waits;
+the feeder is not blocked, so the other channels of a ``--split-channels`` run go on (their
+seats may be the ones this stream waits for). When the hold ends, the backlog is sent: live
+audio as fast as the server takes it, a file at its pace from that moment, as if the stream
+had just begun; new audio queues behind it until it is sent. A file keeps at most
+``hold_seconds`` of audio (then the feeder waits); live audio ``backlog_seconds``, as above.
+``wait_done``'s timeout counts from the end-of-stream, not from the end of the feeder.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from streamcli import events as ev
+from streamcli.audio.pacer import Pacer
 from streamcli.backends.base import Backend, Frame
 from streamcli.exit import StreamcliError, kind_for_status
 from streamcli.redact import mask_all, public_url, redact_url
@@ -76,7 +86,8 @@ class SessionOptions:
     reconnect: int = 0  # reconnect attempts in all (transient failures only)
     reconnect_base: float = 0.5  # backoff: uniform(0, min(cap, base * 2**attempt)) seconds
     reconnect_cap: float = 10.0
-    backlog_seconds: float = 60.0  # live audio kept while reconnecting
+    backlog_seconds: float = 60.0  # live audio kept while reconnecting or held
+    hold_seconds: float = 3600.0  # file audio kept while held (then the feeder waits)
 
     def backoff_delay(self, attempt: int) -> float:
         """Seconds before retry ``attempt`` (0 first): exponential backoff with full jitter."""
@@ -151,6 +162,7 @@ class Session:
         self._backlog_seconds = 0.0
         self._skipped = 0.0  # backlog audio dropped (full) not yet counted in ``_given``
         self._backlog_warned = False
+        self._hold_backlog = False  # the backlog is a hold's: sent at the pace once it ends
         self._end_requested = False
         self._end_sent = False
         self._drainer: asyncio.Task[None] | None = None
@@ -248,6 +260,10 @@ class Session:
             self.emit(event)
         if self.backend.finished:
             self._over.set()
+        elif self.backend.holding:
+            self._hold_backlog = True
+        elif self._hold_backlog and self._connected:
+            self._start_drain()  # the hold is over: what it kept goes first
         self._changed.set()
 
     @staticmethod
@@ -554,12 +570,18 @@ class Session:
     async def offer(self, chunk: bytes) -> None:
         """Send one chunk when the protocol allows; wait while the socket is backed up.
 
-        While reconnecting, a file waits here; live audio goes to the backlog."""
+        While reconnecting, a file waits here; live audio goes to the backlog. While the
+        server holds the stream (and until what the hold kept is sent), both go to the
+        backlog; a file waits only once it holds ``hold_seconds``."""
         while not self._done.is_set():
-            if self.live_input and (self._backlog or not self._accepting()):
+            if self.live_input and (self._backlog or not self._accepting() or self._held_back()):
                 self._buffer(chunk)
                 return
-            if (
+            if not self.live_input and self._accepting() and self._held_back():
+                if self._backlog_seconds < self.options.hold_seconds:
+                    self._keep(chunk)
+                    return
+            elif (
                 self._accepting()
                 and not self._backlog
                 and self.backend.ready_for_audio
@@ -583,9 +605,16 @@ class Session:
         self.backend.send_audio(chunk, self._now())
         self.pump()
 
-    def _buffer(self, chunk: bytes) -> None:
+    def _held_back(self) -> bool:
+        """Audio waits: the server holds the stream, or a hold's backlog is still being sent."""
+        return self.backend.holding or self._hold_backlog
+
+    def _keep(self, chunk: bytes) -> None:
         self._backlog.append(chunk)
         self._backlog_seconds += self._seconds(chunk)
+
+    def _buffer(self, chunk: bytes) -> None:
+        self._keep(chunk)
         dropped = 0.0
         while self._backlog_seconds > self.options.backlog_seconds and len(self._backlog) > 1:
             seconds = self._seconds(self._backlog.popleft())
@@ -599,8 +628,9 @@ class Session:
                     ev.Warning(
                         backend=self.backend.name,
                         speaker=self.backend.speaker,
-                        message=f"the reconnect buffer is full ({self.options.backlog_seconds:g} "
-                        "s of audio): the oldest audio is dropped",
+                        message=f"the {'hold' if self._hold_backlog else 'reconnect'} buffer is "
+                        f"full ({self.options.backlog_seconds:g} s of audio): the oldest audio "
+                        "is dropped",
                     )
                 )
 
@@ -620,28 +650,40 @@ class Session:
             self._drainer = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
-        """Send the backlog as fast as the connection takes it, then a pending end-of-stream."""
+        """Send the backlog as fast as the connection takes it (a file held back: at its pace
+        from now on), then a pending end-of-stream."""
+        paced = self._hold_backlog and not self.live_input and self.options.speed > 0
+        pacer = Pacer(self.options.speed)
+        pacer.start()
+        sent = 0.0
         while self._backlog and not self._done.is_set():
-            if not self._accepting():
-                return  # lost again: the backlog waits for the next connection
+            if not self._accepting() or self.backend.holding:
+                return  # lost again, or held again: the backlog waits
             if self.backend.ready_for_audio and self._queue.qsize() < MAX_QUEUED_FRAMES:
+                if paced:
+                    await pacer.wait_until(sent)
+                    if not self._backlog or not self._accepting() or self.backend.holding:
+                        continue
                 chunk = self._backlog.popleft()
                 self._backlog_seconds -= self._seconds(chunk)
+                sent += self._seconds(chunk)
                 self._give(chunk)
                 continue
             self._changed.clear()
             await self._changed.wait()
         if not self._backlog:
             self._backlog_seconds = 0.0  # no float drift across outages
+            if not self.backend.holding:
+                self._hold_backlog = False
         if self._end_requested and self._accepting() and not self._backlog:
             self._send_end()
         self._changed.set()
 
     def end_audio(self) -> None:
         self._end_requested = True
-        if self._accepting() and not self._backlog:
+        if self._accepting() and not self._backlog and not self._held_back():
             self._send_end()
-        # otherwise the backlog drain sends it after the reconnect
+        # otherwise the backlog drain sends it after the reconnect or the hold
 
     def _send_end(self) -> None:
         if self._end_sent or self.backend.finished:
@@ -651,6 +693,11 @@ class Session:
         self.pump()
 
     async def wait_done(self, timeout: float) -> None:
+        # A held stream sends what it kept at its pace after the feeder ended: the timeout
+        # counts from the end-of-stream (the backend bounds the hold itself).
+        while self._held_back() and not self._done.is_set() and not self.backend.finished:
+            self._changed.clear()
+            await self._changed.wait()
         try:
             await asyncio.wait_for(self._done.wait(), timeout=timeout)
         except TimeoutError:

@@ -170,6 +170,10 @@ class LiveView:
         elif isinstance(event, ev.Status):
             if event.state in STATE_LABELS:
                 self._move(lane, event.state)
+            elif event.state == "seated":  # the wait is over: said once, then streaming
+                self._move(lane, "streaming")
+                lane.notice = event.message
+                return [self._label(event.speaker) + Text(event.message, style="dim")]
             elif (event.message or event.state) != lane.notice:
                 lane.notice = event.message or event.state
                 return [self._label(event.speaker) + Text(lane.notice, style="dim")]
@@ -204,8 +208,8 @@ class LiveView:
     def _move(self, lane: _Lane, state: str) -> None:
         if lane.state in ("done", "failed") or lane.state == state:
             return
-        # Results move a lane to "streaming" only out of connecting or waiting: Melvin sends
-        # no message when a seat frees up (melvin.md), its first result is the sign.
+        # Results move a lane to "streaming" only out of connecting or waiting: a server may
+        # send no word when a seat frees up (melvin.md), its first result is the sign.
         if state == "streaming" and lane.state not in ("connecting", "waiting"):
             return
         lane.state, lane.since = state, self.clock()
