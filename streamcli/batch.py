@@ -173,6 +173,11 @@ class FileResult:
         """Final latency of this file: ``{count, p50, p95, max}``."""
         return metrics.summarize(self.latencies())
 
+    def seat_wait(self) -> float | None:
+        """The longest wait for a server seat (Melvin) of this file's sessions, if any."""
+        values = metrics.present(r.seat_wait for r in self.records)
+        return max(values) if values else None
+
     def first(self, what: str) -> float | None:
         values = metrics.present(r.since_audio(getattr(r, what)) for r in self.records)
         return min(values) if values else None
@@ -415,6 +420,7 @@ def result_dict(r: FileResult, run: BatchRun) -> dict[str, Any]:
         "first_partial": rounded(r.first("first_partial")),
         "first_final": rounded(r.first("first_final")),
         "final_latency": latency,
+        "seat_wait": rounded(r.seat_wait()),
         "transcript": r.transcript,
         "reference_missing": r.reference_missing,
         "accuracy": r.score.to_dict() if r.score is not None else None,
@@ -450,6 +456,7 @@ def summary_dict(run: BatchRun) -> dict[str, Any]:
         ),
         "first_final": metrics.summarize(metrics.present(r.first("first_final") for r in results)),
         "final_latency": metrics.summarize(x for r in results for x in r.latencies()),
+        "seat_wait": metrics.summarize(metrics.present(r.seat_wait() for r in results)),
         "max_wer": run.spec.max_wer,
         "max_p95_latency": run.spec.max_p95_latency,
         "interrupted": run.interrupted,

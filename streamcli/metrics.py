@@ -111,6 +111,7 @@ class SessionRecord:
     seat_wait: float | None = None
     error: ev.Error | None = None
     ended: bool = False
+    ended_at: float | None = None  # when the server's end of session came
     lateness: Lateness = field(default_factory=LatenessHistogram)  # may be shared
     blocked_sends: int = 0
     blocked_seconds: float = 0.0
@@ -138,7 +139,7 @@ class SessionRecord:
         elif isinstance(event, ev.Final):
             self._on_final(event, now)
         elif isinstance(event, ev.End):
-            self.ended = True
+            self.ended, self.ended_at = True, now
         elif isinstance(event, ev.Error) and self.error is None:
             self.error = event
 
@@ -163,6 +164,13 @@ class SessionRecord:
     @property
     def failed(self) -> bool:
         return self.started and not self.ok and not self.aborted
+
+    def end_phase(self, audio_seconds: float) -> float | None:
+        """From when the last audio was due to the end of session: the server's (and the
+        protocol's) own finishing time, whatever the audio waited for before."""
+        if self.ended_at is None or self.audio_t0 is None or self.speed <= 0:
+            return None
+        return self.ended_at - (self.audio_t0 + audio_seconds / self.speed + self.paused())
 
     def since_audio(self, t: float | None) -> float | None:
         if t is None or self.audio_t0 is None:

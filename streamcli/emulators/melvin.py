@@ -89,6 +89,7 @@ class MelvinConnection:
     audio: bytearray = field(default_factory=bytearray)
     authenticated: bool = False
     waited_for_seat: bool = False
+    read_before_seat: int | None = None  # frames read (queued unread) when a waiting one sat
     eof_received: bool = False
     export_id: str | None = None
     ended: str = ""
@@ -254,6 +255,8 @@ class MelvinEmulator:
         while True:
             if not self._free_seats.locked():
                 await self._free_seats.acquire()
+                if conn.waited_for_seat:
+                    conn.read_before_seat = len(conn.frames)
                 return True
             conn.waited_for_seat = True
             await ws.send_str(WAITING)

@@ -174,3 +174,34 @@ async def test_export_of_a_session_without_a_final_warns_and_fetches_the_audio(m
     said = [w for e in map(json.loads, r.lines) if e["type"] == "final" for w in e["text"].split()]
     assert said == [word_text(i) for i in range(3)]
     assert melvin.received(end["export_id"]) == pcm
+
+
+async def test_busy_server_six_sessions_and_a_late_one_all_keep_every_word_and_the_export(
+    real_servers, melvin_python, tmp_path
+):
+    # Issue 22: on 2 seats, every session that had to wait used to end "without an export id"
+    # (its frames and end probe reached the handler as one burst once seated). Now each waits
+    # holding its audio, then streams as if it had just begun.
+    server = start_melvin(real_servers, melvin_python, VERSIONS[0], tmp_path / "server", seats=2)
+    try:
+        wav, pcm = coded_wav(tmp_path, 10)  # 5.2 s: a session holds its seat ~9 s
+        runs = [
+            asyncio.create_task(stream(server, wav, export_dir=tmp_path / f"s{i}"))
+            for i in range(6)
+        ]
+        await asyncio.sleep(1.0)
+        late = await stream(server, wav, export_dir=tmp_path / "late")
+        results = await asyncio.gather(*runs)
+    finally:
+        server.stop()
+    for i, result in enumerate(results):
+        check_session(server, result, 10, pcm, tmp_path / f"s{i}")
+    check_session(server, late, 10, pcm, tmp_path / "late")
+    waited = 0
+    for result in [*results, late]:
+        statuses = [e for e in map(json.loads, result.lines) if e["type"] == "status"]
+        if statuses:
+            waited += 1
+            assert [s["state"] for s in statuses][-1] == "seated", result.stderr
+            assert statuses[-1]["seconds"] >= 9.0  # the server looks again every 10 s
+    assert waited >= 5  # two seats: at least five of the seven waited
