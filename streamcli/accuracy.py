@@ -32,7 +32,9 @@ def require_jiwer() -> None:
 
 def _transforms(jiwer: Any, normalize: bool, chars: bool) -> Any:
     steps = [jiwer.ToLowerCase(), jiwer.RemovePunctuation()] if normalize else []
-    steps += [jiwer.RemoveMultipleSpaces(), jiwer.Strip()]
+    # A line break (or tab) parts words too: jiwer splits on spaces only.
+    steps += [jiwer.RemoveWhiteSpace(replace_by_space=True), jiwer.RemoveMultipleSpaces()]
+    steps.append(jiwer.Strip())
     steps.append(jiwer.ReduceToListOfListOfChars() if chars else jiwer.ReduceToListOfListOfWords())
     return jiwer.Compose(steps)
 

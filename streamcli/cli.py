@@ -164,6 +164,7 @@ def serve_melvin(
     script: Annotated[
         str | None, typer.Option(help="Transcript whose sentences become the words.")
     ] = None,
+    recognizer: o.Recognizer = "auto",
     reminder_interval: Annotated[
         float, typer.Option(help="Seconds between 'waiting' reminders.")
     ] = 10.0,
@@ -187,7 +188,7 @@ def serve_melvin(
 
     def body() -> int:
 
-        from streamcli.emulators.common import NO_RECOGNIZER, serve_forever
+        from streamcli.emulators.common import serve_forever
         from streamcli.emulators.melvin import FAULTS, MelvinEmulator
         from streamcli.exit import UsageError
 
@@ -204,8 +205,9 @@ def serve_melvin(
             fault=fault,
             fault_after=fault_after,
             quirks=quirks,
+            recognizer=o.recognizer_kind(recognizer, script),
         )
-        return run_server(lambda: serve_forever(emu, [NO_RECOGNIZER]))
+        return run_server(lambda: serve_forever(emu, []))
 
     guarded(body)
 
@@ -248,14 +250,17 @@ def demo(
     json: o.Json = False,
     quiet: o.Quiet = False,
     no_color: o.NoColor = False,
+    mic: o.Mic = False,
+    recognizer: o.Recognizer = "auto",
 ) -> None:
-    """Stream the bundled speech sample to an in-process Melvin emulator (offline)."""
+    """Stream the bundled human speech sample (or --mic) to an in-process Melvin emulator that
+    recognizes it (offline); then what was read beside what was heard."""
     common = common_from(locals())
 
     def body() -> int:
         from streamcli.commands.melvin import run_demo
 
-        return run_demo(common)
+        return run_demo(common, recognizer)
 
     guarded(body)
 

@@ -73,3 +73,21 @@ def test_a_directory_stands_for_its_audio_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="is a directory with no audio files"):
         expand_inputs([str(tmp_path / "empty")])
+
+
+def test_a_reference_of_several_lines_is_scored_word_by_word():
+    # A transcript file has a sentence a line: the line break parts words as a space does.
+    reference = "he was not\nan ill disposed\tyoung man\n"
+    assert normalized_words(reference) == [
+        "he",
+        "was",
+        "not",
+        "an",
+        "ill",
+        "disposed",
+        "young",
+        "man",
+    ]
+    assert normalized_words(reference, normalize=False) == normalized_words(reference)
+    result = score(reference, "he was not an ill disposed young man")
+    assert (result.wer, result.reference_words) == (0.0, 8)

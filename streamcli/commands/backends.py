@@ -357,10 +357,10 @@ Script = Annotated[str | None, typer.Option(help="Transcript whose sentences bec
 
 def _serve_emulator(make: Callable[[], Any], banner: list[str]) -> int:
     from streamcli.commands.guard import run_server
-    from streamcli.emulators.common import NO_RECOGNIZER, serve_forever
+    from streamcli.emulators.common import serve_forever
 
     emulator = make()
-    return run_server(lambda: serve_forever(emulator, [NO_RECOGNIZER, *banner]))
+    return run_server(lambda: serve_forever(emulator, banner))
 
 
 def serve_phebi(
@@ -369,6 +369,7 @@ def serve_phebi(
     ),
     host: Host = "127.0.0.1",
     script: Script = None,
+    recognizer: o.Recognizer = "auto",
     subscription_key: Annotated[
         str | None,
         typer.Option(help="The Subscription key to accept (none = any; a wrong one gets 403)."),
@@ -403,6 +404,7 @@ def serve_phebi(
                 host=host,
                 port=port,
                 script=script,
+                recognizer=o.recognizer_kind(recognizer, script),
                 subscription_key=subscription_key,
                 fail_after=fail_after,
                 error_message=error_message,
@@ -421,6 +423,7 @@ def serve_bodhi(
     ),
     host: Host = "127.0.0.1",
     script: Script = None,
+    recognizer: o.Recognizer = "auto",
     api_key: Annotated[
         str | None, typer.Option(help="The x-api-key to accept (none = any; wrong gets 401).")
     ] = None,
@@ -475,6 +478,7 @@ def serve_bodhi(
                 host=host,
                 port=port,
                 script=script,
+                recognizer=o.recognizer_kind(recognizer, script),
                 api_key=api_key,
                 customer_id=customer_id,
                 models=models or None,
@@ -496,6 +500,7 @@ def serve_vosk(
     ),
     host: Host = "127.0.0.1",
     script: Script = None,
+    recognizer: o.Recognizer = "auto",
     sample_rate: Annotated[
         int, typer.Option(help="Rate assumed when a client sends no config.", min=1)
     ] = 8000,
@@ -521,6 +526,7 @@ def serve_vosk(
                 host=host,
                 port=port,
                 script=script,
+                recognizer=o.recognizer_kind(recognizer, script),
                 sample_rate=sample_rate,
                 words=words,
                 reply_to_config=reply_to_config,

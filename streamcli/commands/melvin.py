@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from streamcli.backends.base import Backend
 from streamcli.backends.melvin import DEFAULT_SEAT_TIMEOUT, MelvinBackend
-from streamcli.commands.options import Common
+from streamcli.commands.options import Common, recognizer_kind
 from streamcli.commands.run import run_streaming
 from streamcli.exit import AuthError, ConnectError, ExitStatus, ServerError, UsageError
 from streamcli.redact import mask_all, public_url, redact_url, url_secrets
@@ -162,24 +162,34 @@ def _detail(body: bytes) -> str:
 
 
 def sample_paths() -> tuple[Path, Path]:
+    """The demo's human speech (LibriVox, public domain) and its transcript (data/README.md)."""
     data = resources.files("streamcli") / "data"
-    return Path(str(data / "sample.wav")), Path(str(data / "sample.txt"))
+    return Path(str(data / "sample.flac")), Path(str(data / "sample.txt"))
 
 
-def run_demo(common: Common) -> int:
-    """Start the Melvin emulator on a free loopback port and stream the bundled sample to it."""
+def run_demo(common: Common, recognizer: str = "auto") -> int:
+    """Start the Melvin emulator on a free loopback port and stream the bundled sample (or the
+    microphone) to it; with a recognizer, show what was heard beside what was read."""
+    import tempfile
     import threading
 
     from streamcli.emulators.melvin import MelvinEmulator
 
-    wav, script = sample_paths()
+    sample, transcript = sample_paths()
+    kind = recognizer_kind(recognizer, None)
     key = secrets.token_hex(16)
     ready = threading.Event()
     holder: dict[str, object] = {}
 
     def serve() -> None:
         async def main() -> None:
-            emu = MelvinEmulator(port=0, rest_port=None, api_keys=[key], script=script)
+            emu = MelvinEmulator(
+                port=0,
+                rest_port=None,
+                api_keys=[key],
+                script=transcript if kind == "script" else None,
+                recognizer=kind,
+            )
             await emu.start()
             holder["url"] = emu.url
             holder["stop"] = stop = asyncio.Event()
@@ -192,25 +202,57 @@ def run_demo(common: Common) -> int:
 
     thread = threading.Thread(target=serve, name="melvin-emulator", daemon=True)
     thread.start()
-    ready.wait(10)
+    ready.wait(30)
     if "url" not in holder:
         raise ConnectError("the demo emulator did not start")
     url = str(holder["url"])
-    if not common.quiet and not common.json:
+    heard = "PocketSphinx recognizes the audio" if kind != "script" else DEMO_SCRIPTED
+    what = "the microphone (Ctrl-C ends)" if common.mic else f"{sample.name}, read by a person"
+    say = not common.quiet and not common.json
+    if say:
         print(
-            f"streamcli demo: Melvin emulator on {url} (no recognizer: words come from the "
-            f"sample's transcript); streaming {wav.name}",
+            f"streamcli demo: Melvin emulator on {url} ({heard}); streaming {what}",
             file=sys.stderr,
         )
-    common.inputs = [str(wav)]
+    folder = tempfile.TemporaryDirectory(prefix="streamcli-demo-")
+    hypothesis = Path(folder.name) / "heard.txt"
+    if not common.mic:
+        common.inputs = [str(sample)]
+        common.outputs = [*common.outputs, str(hypothesis)]
 
     def make(speaker: str | None) -> Backend:
         return MelvinBackend(url, key, speaker=speaker)
 
     try:
         status, _ = run_streaming(common, "melvin", make)
+        if say and not common.mic and hypothesis.exists():
+            compare(transcript.read_text("utf-8"), hypothesis.read_text("utf-8"))
     finally:
         loop = holder["loop"]
         loop.call_soon_threadsafe(holder["stop"].set)  # type: ignore[attr-defined]
-        thread.join(5)
+        thread.join(10)
+        folder.cleanup()
     return status
+
+
+DEMO_SCRIPTED = (
+    "no recognizer: the words are the sample's transcript; for recognized words, "
+    "pip install 'streamcli[asr]'"
+)
+
+
+def compare(reference: str, hypothesis: str) -> None:
+    """What was read, what was heard, and the word error rate (stderr)."""
+    lines = [f"read:  {' '.join(reference.split())}", f"heard: {' '.join(hypothesis.split())}"]
+    try:
+        from streamcli.accuracy import score
+
+        result = score(reference, hypothesis)
+        lines.append(
+            f"word error rate {result.wer:.0%}: {result.substitutions} substituted, "
+            f"{result.deletions} missed, {result.insertions} inserted of "
+            f"{result.reference_words} words"
+        )
+    except UsageError:
+        pass  # jiwer is not installed: the two texts speak for themselves
+    print("\n".join(lines), file=sys.stderr)

@@ -164,6 +164,30 @@ ConnectTimeout = Annotated[
     float,
     typer.Option(help="Max seconds to open the connection.", rich_help_panel=CONNECTION, min=0.1),
 ]
+
+
+def recognizer_kind(value: str, script: str | None) -> str:
+    """The recognizer an emulator runs, or one line (exit 2) saying what is missing."""
+    from streamcli.emulators.recognition import resolve_kind
+    from streamcli.exit import UsageError
+
+    try:
+        return resolve_kind(value, script)
+    except (RuntimeError, ValueError) as e:
+        raise UsageError(f"--recognizer {value}: {e}") from None
+
+
+Recognizer = Annotated[
+    str,
+    typer.Option(
+        help="Where the words come from: pocketsphinx (recognized from the audio; pip install "
+        "'streamcli\\[asr]'), script (--script FILE, else placeholders), or auto (pocketsphinx "
+        "when installed and no --script).",
+        metavar="auto|pocketsphinx|script",
+    ),
+]
+
+
 CaFile = Annotated[
     str | None,
     typer.Option(

@@ -12,7 +12,9 @@ Constructor keywords (``BodhiEmulator(...)``), all optional:
 - ``host`` (default ``127.0.0.1``), ``port`` (default 0: a free port, read ``.port`` after
   ``start()``).
 - ``script``: a text file whose sentences become the words of the voiced segments
-  (see ``common.ScriptedRecognizer``); without it the words are placeholders.
+  (see ``scripted.ScriptedRecognizer``); without it the words are placeholders.
+- ``recognizer``: ``script`` (the default here) or ``pocketsphinx``: words recognized from the
+  audio (``recognition.py``), 8 kHz resampled to the model's 16 kHz.
 - ``api_key``, ``customer_id``: the header values to require; ``None`` accepts any value, but
   the header must be present. A mismatch is answered HTTP 401 at the handshake.
 - ``models``: the model names to accept (default ``DEFAULT_MODELS``: the
@@ -51,13 +53,9 @@ from typing import Any, Literal
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from streamcli.emulators.common import (
-    ConnectionRecord,
-    Frame,
-    ScriptedRecognizer,
-    ScriptWord,
-    WebSocketEmulator,
-)
+from streamcli.emulators.common import ConnectionRecord, Frame, WebSocketEmulator
+from streamcli.emulators.recognition import Recognition
+from streamcli.emulators.scripted import ScriptWord
 
 SERVE_HELP = (
     "Navana Bodhi emulator: ws://HOST:PORT/ with x-api-key/x-customer-id headers, one JSON "
@@ -215,14 +213,14 @@ class _Stream:
         self,
         record: BodhiConnection,
         config: dict[str, Any],
-        script: list[list[str]],
+        recognizer: Recognition,
         *,
         call_id: str,
         hex_segment_ids: bool,
     ) -> None:
         self.record = record
         self.rate: int = config["sample_rate"]
-        self.recognizer = ScriptedRecognizer(rate=self.rate, script=[list(s) for s in script])
+        self.recognizer = recognizer
         if "endpoint_silence_duration" in config:
             low, high = ENDPOINT_SILENCE_RANGE
             self.recognizer.min_pause = min(high, max(low, config["endpoint_silence_duration"]))
@@ -238,7 +236,7 @@ class _Stream:
     def seconds(self) -> float:
         return len(self.record.audio) // 2 / self.rate
 
-    def audio(self, data: bytes) -> list[dict[str, Any]]:
+    async def audio(self, data: bytes) -> list[dict[str, Any]]:
         if len(data) % 2:
             self.record.violations.append(
                 f"binary message of {len(data)} bytes: not a whole number of 16-bit samples"
@@ -248,14 +246,14 @@ class _Stream:
         whole = len(self._pending) // 2 * 2
         pcm = np.frombuffer(bytes(self._pending[:whole]), dtype="<i2")
         del self._pending[:whole]
-        messages = [self._complete(words) for words in self.recognizer.feed(pcm)]
+        messages = [self._complete(words) for words in await self.recognizer.feed(pcm)]
         if self.partials:
             messages.append(self._partial())
         return messages
 
-    def end(self) -> list[dict[str, Any]]:
+    async def end(self) -> list[dict[str, Any]]:
         """After {"eof": 1}: the segment still open, then the eos message."""
-        words = self.recognizer.flush()
+        words = await self.recognizer.flush()
         messages = [self._complete(words)] if words else []
         # The eos message is a complete of its own (empty, with a fresh segment_id), so that
         # "one complete per segment_id" holds; clients skip empty completes for display.
@@ -353,10 +351,11 @@ class BodhiEmulator(WebSocketEmulator):
         reject: int | None = None,
         error_after: float | None = None,
         hex_segment_ids: bool = False,
+        recognizer: str = "script",
     ) -> None:
         if reject is not None and reject not in REJECTIONS:
             raise ValueError(f"reject must be one of {sorted(REJECTIONS)}, not {reject}")
-        super().__init__(host, port, script)
+        super().__init__(host, port, script, recognizer)
         self.api_key = api_key
         self.customer_id = customer_id
         self.models = frozenset(models) if models is not None else DEFAULT_MODELS
@@ -435,6 +434,16 @@ class BodhiEmulator(WebSocketEmulator):
         await ws.close(code=close)
 
     async def _converse(self, ws: web.WebSocketResponse, record: BodhiConnection) -> None:
+        streams: list[_Stream] = []
+        try:
+            await self._stream(ws, record, streams)
+        finally:
+            for stream in streams:
+                stream.recognizer.close()
+
+    async def _stream(
+        self, ws: web.WebSocketResponse, record: BodhiConnection, streams: list[_Stream]
+    ) -> None:
         loop = asyncio.get_running_loop()
         stream: _Stream | None = None
         while True:
@@ -458,10 +467,11 @@ class BodhiEmulator(WebSocketEmulator):
                     record.frames.append(Frame("text", len(msg.data), msg.data))
                     if stream is None:
                         stream = self._configure(record, msg.data)
+                        streams.append(stream)
                         continue
                     if msg.data == EOF_TEXT:
                         record.eof = True
-                        for reply in stream.end():
+                        for reply in await stream.end():
                             await self._send(ws, record, reply)
                         await self._await_client_close(ws, record)
                         return
@@ -473,7 +483,7 @@ class BodhiEmulator(WebSocketEmulator):
                         f"the first message must be the text config, not {len(msg.data)} "
                         "bytes of binary audio",
                     )
-                for reply in stream.audio(msg.data):
+                for reply in await stream.audio(msg.data):
                     await self._send(ws, record, reply)
                 if self.error_after is not None and stream.seconds >= self.error_after:
                     error = BodhiError("internal_error", "Internal server error", 500)
@@ -490,7 +500,7 @@ class BodhiEmulator(WebSocketEmulator):
         return _Stream(
             record,
             config,
-            self.script,
+            self.recognizers.new(config["sample_rate"], self.script),
             call_id=str(uuid.uuid4()),
             hex_segment_ids=self.hex_segment_ids,
         )

@@ -1,16 +1,10 @@
-"""Shared pieces of the protocol emulators: a scripted "recognizer" and the serve loop.
-
-The emulators have no speech recognizer. ``ScriptedRecognizer`` finds the voiced parts of the
-received audio by energy (20 ms frames) and hands out the words of a transcript: one sentence
-of the script per voiced segment (a pause of ``min_pause`` ends a segment), its words spread
-evenly over the segment. Without a script it makes placeholder words, about one per 0.4 s of
-voice. It knows nothing about any client: it only sees PCM samples.
-"""
+"""Shared pieces of the protocol emulators: the connection record, the listening base class
+and the serve loop. The recognizers are in ``scripted.py`` (words by script), ``sphinx.py``
+(words heard) and ``recognition.py`` (the one interface, and the worker pool)."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,109 +14,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from aiohttp import WSCloseCode, web
 
-FRAME_SECONDS = 0.02
-
-
-@dataclass(frozen=True)
-class ScriptWord:
-    word: str
-    start: float
-    end: float
-    conf: float
-
-
-def split_sentences(text: str) -> list[list[str]]:
-    sentences = [s.split() for s in re.split(r"(?<=[.!?])\s+|\n+", text.strip())]
-    return [s for s in sentences if s]
-
-
-@dataclass
-class ScriptedRecognizer:
-    rate: int = 16000
-    script: list[list[str]] = field(default_factory=list)
-    threshold_db: float = -40.0  # frame RMS above this (dBFS) is voice
-    min_pause: float = 0.3
-    _carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
-    _t: float = 0.0  # audio seconds analysed
-    _voice_start: float | None = None
-    _last_voice: float = 0.0
-    _next_sentence: int = 0
-    _placeholder: int = 0
-    finals: list[list[ScriptWord]] = field(default_factory=list)
-
-    @classmethod
-    def from_file(cls, path: str | Path | None, rate: int = 16000) -> ScriptedRecognizer:
-        script = split_sentences(Path(path).read_text(encoding="utf-8")) if path else []
-        return cls(rate=rate, script=script)
-
-    @property
-    def seconds(self) -> float:
-        return self._t
-
-    def feed(self, pcm: np.ndarray) -> list[list[ScriptWord]]:
-        """Analyse int16 mono samples; return the segments that just ended, as timed words."""
-        samples = np.concatenate([self._carry, pcm.astype(np.int16, copy=False)])
-        n = int(self.rate * FRAME_SECONDS)
-        whole = len(samples) // n * n
-        self._carry = samples[whole:]
-        done: list[list[ScriptWord]] = []
-        for frame in samples[:whole].reshape(-1, n):
-            rms = float(np.sqrt(np.mean((frame.astype(np.float64) / 32768.0) ** 2)) + 1e-12)
-            voiced = 20 * np.log10(rms) > self.threshold_db
-            if voiced:
-                if self._voice_start is None:
-                    self._voice_start = self._t
-                self._last_voice = self._t + FRAME_SECONDS
-            elif self._voice_start is not None and self._t - self._last_voice >= self.min_pause:
-                done.append(self._close_segment())
-            self._t += FRAME_SECONDS
-        self.finals += done
-        return done
-
-    def _close_segment(self) -> list[ScriptWord]:
-        assert self._voice_start is not None
-        start, end = self._voice_start, self._last_voice
-        self._voice_start = None
-        return self._timed(self._take_sentence(end - start), start, end)
-
-    def _take_sentence(self, seconds: float) -> list[str]:
-        if self._next_sentence < len(self.script):
-            self._next_sentence += 1
-            return self.script[self._next_sentence - 1]
-        count = max(1, round(seconds / 0.4))
-        words = [f"word{self._placeholder + i + 1}" for i in range(count)]
-        self._placeholder += count
-        return words
-
-    @staticmethod
-    def _timed(words: list[str], start: float, end: float) -> list[ScriptWord]:
-        step = (end - start) / len(words)
-        return [
-            ScriptWord(w, round(start + i * step, 3), round(start + (i + 1) * step, 3), 0.9)
-            for i, w in enumerate(words)
-        ]
-
-    def flush(self) -> list[ScriptWord]:
-        """Close the segment still being spoken: the end of the stream is a pause never seen."""
-        if self._voice_start is None:
-            return []
-        words = self._close_segment()
-        self.finals.append(words)
-        return words
-
-    def open_span(self) -> tuple[float, float] | None:
-        """(start, last voiced time) of the segment still being spoken, if any."""
-        return None if self._voice_start is None else (self._voice_start, self._last_voice)
-
-    def current_partial(self) -> list[str]:
-        """Words of the segment still being spoken, growing about one per 0.3 s of it."""
-        if self._voice_start is None:
-            return []
-        seconds = self._last_voice - self._voice_start
-        if self._next_sentence < len(self.script):
-            sentence = self.script[self._next_sentence]
-            return sentence[: max(1, min(len(sentence) - 1, int(seconds / 0.3)))]
-        return [f"word{self._placeholder + i + 1}" for i in range(max(1, round(seconds / 0.4)))]
+from streamcli.emulators.recognition import RecognizerHost
+from streamcli.emulators.scripted import split_sentences
 
 
 @dataclass(frozen=True)
@@ -178,10 +71,13 @@ class WebSocketEmulator:
 
     name = "emulator"
 
-    def __init__(self, host: str, port: int, script: str | Path | None) -> None:
+    def __init__(
+        self, host: str, port: int, script: str | Path | None, recognizer: str = "script"
+    ) -> None:
         self.host = host
         self.port = port
         self.script = split_sentences(Path(script).read_text(encoding="utf-8")) if script else []
+        self.recognizers = RecognizerHost(recognizer, script)
         self._runner: web.AppRunner | None = None
         self._open: dict[web.WebSocketResponse, Any] = {}  # open sockets -> their records
 
@@ -194,6 +90,7 @@ class WebSocketEmulator:
         return f"ws://{host}:{self.port}"
 
     async def start(self) -> None:
+        await self.recognizers.start()
         app = web.Application()
         self.add_routes(app)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
@@ -208,6 +105,7 @@ class WebSocketEmulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.recognizers.stop()
 
 
 class Emulator(Protocol):
@@ -228,7 +126,10 @@ class Emulator(Protocol):
 async def serve_forever(emulator: Emulator, banner: list[str]) -> None:
     """Start, print where it listens (stderr), run until Ctrl-C."""
     await emulator.start()
-    lines = [*banner, f"{emulator.name} emulator listening on {emulator.url} (Ctrl-C stops it)"]
+    recognizers = getattr(emulator, "recognizers", None)
+    note = RECOGNIZER if recognizers is not None and recognizers.kind != "script" else NO_RECOGNIZER
+    listening = f"{emulator.name} emulator listening on {emulator.url} (Ctrl-C stops it)"
+    lines = [note, *banner, listening]
     rest_url = getattr(emulator, "rest_url", None)  # bound ports are known only after start()
     if rest_url and getattr(emulator, "rest_port", None):
         lines.append(f"REST exports on {rest_url}")
@@ -241,6 +142,8 @@ async def serve_forever(emulator: Emulator, banner: list[str]) -> None:
 
 
 NO_RECOGNIZER = (
-    "note: this emulator has no speech recognizer: its words come from --script FILE, "
-    "spread over the voiced parts of the audio, or are placeholders (word1 word2 ...)."
+    "note: no speech recognizer: the words come from --script FILE, spread over the voiced "
+    "parts of the audio, or are placeholders (word1 word2 ...); for words recognized from the "
+    "audio: pip install 'streamcli[asr]' and --recognizer pocketsphinx."
 )
+RECOGNIZER = "recognizer: PocketSphinx (US English), one worker process per core."

@@ -10,6 +10,9 @@ Switches (constructor keywords, also ``streamcli serve melvin`` options):
 - ``api_keys``: accepted keys; empty = an old server without the auth frame (<= v1.1.0-dev.0).
 - ``seats``: worker seats; ``reminder_interval``: seconds between "waiting" reminders (10).
 - ``script``: transcript file whose sentences are spread over the voiced audio.
+- ``recognizer``: ``script`` (the default here) or ``pocketsphinx``: words recognized from the
+  audio (``recognition.py``); a pass sends the finals of the utterances that ended and the
+  partial of the one being spoken.
 - ``fault``: ``close-without-id`` (crash at eof), ``silent-after-eof`` (never answer eof),
   ``drop-after`` (close 1011 after ``fault_after`` seconds of audio), ``reset-after`` (abort the
   TCP connection after ``fault_after`` seconds of audio).
@@ -48,7 +51,8 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from streamcli.emulators.common import ScriptedRecognizer, ScriptWord
+from streamcli.emulators.recognition import Recognition, RecognizerHost
+from streamcli.emulators.scripted import ScriptWord, split_sentences
 
 AUTH_NOT_TEXT = "Initial message was not text and therefore did not match the expected auth format"
 AUTH_BAD_JSON = "Initial websocket message contained invalid json"
@@ -125,6 +129,7 @@ class MelvinEmulator:
         ssl_context: ssl.SSLContext | None = None,
         quirks: bool = True,
         transcribe_seconds: float = 0.05,
+        recognizer: str = "script",
     ) -> None:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
@@ -140,6 +145,7 @@ class MelvinEmulator:
         self.api_keys = tuple(api_keys)
         self.seats = seats
         self.script = script
+        self.recognizers = RecognizerHost(recognizer, script)
         self.reminder_interval = reminder_interval
         self.fault, self.fault_after = fault, fault_after
         self.connections: list[MelvinConnection] = []
@@ -156,6 +162,7 @@ class MelvinEmulator:
         return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.rest_port}"
 
     async def start(self) -> None:
+        await self.recognizers.start()
         ws_app = web.Application()
         ws_app.router.add_get("/health", self._health)
         ws_app.router.add_route("GET", "/{tail:.*}", self._websocket)
@@ -180,6 +187,7 @@ class MelvinEmulator:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        await self.recognizers.stop()
 
     # ---- WebSocket ----------------------------------------------------------------------------
     async def _health(self, request: web.Request) -> web.Response:
@@ -279,7 +287,20 @@ class MelvinEmulator:
     async def _transcribe(
         self, ws: web.WebSocketResponse, conn: MelvinConnection, queue: asyncio.Queue
     ) -> None:
-        passes = _Passes(ScriptedRecognizer.from_file(self.script, RATE))
+        script = split_sentences(Path(self.script).read_text("utf-8")) if self.script else []
+        passes = _Passes(self.recognizers.new(RATE, script))
+        try:
+            await self._receive(ws, conn, queue, passes)
+        finally:
+            passes.recognizer.close()
+
+    async def _receive(
+        self,
+        ws: web.WebSocketResponse,
+        conn: MelvinConnection,
+        queue: asyncio.Queue,
+        passes: _Passes,
+    ) -> None:
         next_pass = 1.0
         while True:
             kind, data, _ = await queue.get()
@@ -304,7 +325,7 @@ class MelvinEmulator:
                 await ws.close(code=1000)
                 return
             conn.audio += data
-            passes.recognizer.feed(np.frombuffer(data, "<i2"))
+            await passes.recognizer.feed(np.frombuffer(data, "<i2"))
             if await self._fault_mid_stream(ws, conn, queue, passes):
                 return
             # Like the real server: a pass starts on received audio, one at a time, and runs
@@ -460,7 +481,7 @@ class _Passes:
     """One connection's transcription state: the recognizer, the finals sent, the pass running
     and the word a final cut at the window edge (re-sent next)."""
 
-    recognizer: ScriptedRecognizer
+    recognizer: Recognition
     finals: list[dict] = field(default_factory=list)
     task: asyncio.Future | None = None
     carry: dict[str, Any] | None = None

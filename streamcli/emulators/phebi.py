@@ -10,7 +10,9 @@ Constructor keywords (``PhebiEmulator(...)``), all optional:
 - ``host`` (default ``127.0.0.1``), ``port`` (default 0: a free port, read ``.port`` after
   ``start()``).
 - ``script``: a text file whose sentences become the words of the voiced segments
-  (see ``common.ScriptedRecognizer``); without it the words are placeholders.
+  (see ``scripted.ScriptedRecognizer``); without it the words are placeholders.
+- ``recognizer``: ``script`` (the default here) or ``pocketsphinx``: words recognized from the
+  audio (``recognition.py``).
 - ``subscription_key``: the ``Subscription`` header value to require; ``None`` accepts any
   value, but the header must be present. A mismatch is answered HTTP 403 at the handshake.
 
@@ -39,14 +41,9 @@ from typing import Any, Literal
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from streamcli.emulators.common import (
-    FRAME_SECONDS,
-    ConnectionRecord,
-    Frame,
-    ScriptedRecognizer,
-    ScriptWord,
-    WebSocketEmulator,
-)
+from streamcli.emulators.common import ConnectionRecord, Frame, WebSocketEmulator
+from streamcli.emulators.recognition import Recognition
+from streamcli.emulators.scripted import FRAME_SECONDS, ScriptWord
 
 SERVE_HELP = (
     "Phebi-Live emulator: ws://HOST:PORT/sockets/live/{project}/{session}/{speaker}, strict "
@@ -191,9 +188,9 @@ def transcription(words: list[ScriptWord]) -> list[dict[str, Any]]:
 class _Stream:
     """The audio side of one connection: header check, PCM, recognizer, emotion meter."""
 
-    def __init__(self, record: PhebiConnection, script: list[list[str]]) -> None:
+    def __init__(self, record: PhebiConnection, recognizer: Recognition) -> None:
         self.record = record
-        self.recognizer = ScriptedRecognizer(rate=RATE, script=[list(s) for s in script])
+        self.recognizer = recognizer
         self.emotions = EmotionMeter()
         self._pending = bytearray()  # header bytes not yet complete, or an odd PCM byte
         self._next_interim = INTERIM_EVERY
@@ -202,7 +199,7 @@ class _Stream:
     def seconds(self) -> float:
         return self.record.audio_seconds
 
-    def audio(self, data: bytes) -> dict[str, Any]:
+    async def audio(self, data: bytes) -> dict[str, Any]:
         """Take one binary message of audio; return the message to send (possibly empty)."""
         record = self.record
         if len(record.wav_header) < HEADER_BYTES:
@@ -217,7 +214,7 @@ class _Stream:
         whole = len(self._pending) // 2 * 2
         pcm = np.frombuffer(bytes(self._pending[:whole]), dtype="<i2")
         del self._pending[:whole]
-        finished = self.recognizer.feed(pcm)
+        finished = await self.recognizer.feed(pcm)
         emotions = self.emotions.feed(pcm)
         message: dict[str, Any] = {}
         if finished:
@@ -231,7 +228,7 @@ class _Stream:
             message["Emotions"] = emotions
         return message
 
-    def end(self) -> dict[str, Any]:
+    async def end(self) -> dict[str, Any]:
         """The 0x01 byte arrived: the last Transcription (empty when nothing was open)."""
         if len(self.record.wav_header) < HEADER_BYTES:
             raise ProtocolViolation(
@@ -241,7 +238,7 @@ class _Stream:
             self.record.violations.append(
                 "odd number of PCM bytes: 16-bit samples need an even count (last byte dropped)"
             )
-        return {"Transcription": transcription(self.recognizer.flush())}
+        return {"Transcription": transcription(await self.recognizer.flush())}
 
 
 class PhebiEmulator(WebSocketEmulator):
@@ -260,8 +257,9 @@ class PhebiEmulator(WebSocketEmulator):
         error_message: str | None = None,
         error_at: float = 1.0,
         error_fatal: bool = True,
+        recognizer: str = "script",
     ) -> None:
-        super().__init__(host, port, script)
+        super().__init__(host, port, script, recognizer)
         self.subscription_key = subscription_key
         self.fail_after = fail_after
         self.error_message = error_message
@@ -327,7 +325,15 @@ class PhebiEmulator(WebSocketEmulator):
         await ws.close(code=code)
 
     async def _converse(self, ws: web.WebSocketResponse, record: PhebiConnection) -> None:
-        stream = _Stream(record, self.script)
+        stream = _Stream(record, self.recognizers.new(RATE, self.script))
+        try:
+            await self._stream(ws, record, stream)
+        finally:
+            stream.recognizer.close()
+
+    async def _stream(
+        self, ws: web.WebSocketResponse, record: PhebiConnection, stream: _Stream
+    ) -> None:
         error_sent = False
         async for msg in ws:
             try:
@@ -342,10 +348,10 @@ class PhebiEmulator(WebSocketEmulator):
                 record.frames.append(Frame("binary", len(msg.data)))
                 if msg.data == END_OF_STREAM:
                     record.eof = True
-                    await self._send(ws, record, stream.end())
+                    await self._send(ws, record, await stream.end())
                     await self._close(ws, record, "eof", WSCloseCode.OK)
                     return
-                reply = stream.audio(msg.data)
+                reply = await stream.audio(msg.data)
             except ProtocolViolation as violation:
                 record.violations.append(str(violation))
                 await self._send(ws, record, {"Error": str(violation)})

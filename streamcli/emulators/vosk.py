@@ -14,7 +14,9 @@ Constructor keywords (``VoskEmulator(...)``), all optional:
 - ``host`` (default ``127.0.0.1``), ``port`` (default 0: a free port, read ``.port`` after
   ``start()``). Any request path is accepted, as vosk-server ignores it.
 - ``script``: a text file whose sentences become the words of the voiced segments
-  (see ``common.ScriptedRecognizer``); without it the words are placeholders.
+  (see ``scripted.ScriptedRecognizer``); without it the words are placeholders.
+- ``recognizer``: ``script`` (the default here) or ``pocketsphinx``: words recognized from the
+  audio (``recognition.py``), with their confidences.
 - ``sample_rate`` (default 8000, vosk-server's ``VOSK_SAMPLE_RATE``): the rate assumed when the
   client sends no config.
 - ``words`` (default True, ``VOSK_SHOW_WORDS``): include the ``result`` word list; a client
@@ -38,13 +40,9 @@ from typing import Any, Literal
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from streamcli.emulators.common import (
-    ConnectionRecord,
-    Frame,
-    ScriptedRecognizer,
-    ScriptWord,
-    WebSocketEmulator,
-)
+from streamcli.emulators.common import ConnectionRecord, Frame, WebSocketEmulator
+from streamcli.emulators.recognition import Recognition
+from streamcli.emulators.scripted import ScriptWord
 
 SERVE_HELP = (
     "Vosk server emulator (alphacep/vosk-server): ws://HOST:PORT/, optional "
@@ -101,14 +99,12 @@ def result(words: list[ScriptWord], show_words: bool) -> dict[str, Any]:
 class _Stream:
     """The recognizer of one connection, created with the first audio (as vosk-server does)."""
 
-    def __init__(self, record: VoskConnection, script: list[list[str]]) -> None:
+    def __init__(self, record: VoskConnection, recognizer: Recognition) -> None:
         self.record = record
-        self.recognizer = ScriptedRecognizer(
-            rate=record.sample_rate, script=[list(s) for s in script]
-        )
+        self.recognizer = recognizer
         self._pending = bytearray()
 
-    def audio(self, data: bytes) -> dict[str, Any]:
+    async def audio(self, data: bytes) -> dict[str, Any]:
         if len(data) % 2:
             self.record.violations.append(
                 f"binary message of {len(data)} bytes: not a whole number of 16-bit samples"
@@ -118,13 +114,13 @@ class _Stream:
         whole = len(self._pending) // 2 * 2
         pcm = np.frombuffer(bytes(self._pending[:whole]), dtype="<i2")
         del self._pending[:whole]
-        ended = self.recognizer.feed(pcm)
+        ended = await self.recognizer.feed(pcm)
         if ended:  # one reply per message: segments ending in the same chunk are merged
             return result([w for seg in ended for w in seg], self.record.words)
         return {"partial": " ".join(self.recognizer.current_partial())}
 
-    def end(self) -> dict[str, Any]:
-        return result(self.recognizer.flush(), self.record.words)
+    async def end(self) -> dict[str, Any]:
+        return result(await self.recognizer.flush(), self.record.words)
 
 
 def apply_config(record: VoskConnection, text: str, started: bool) -> None:
@@ -178,8 +174,9 @@ class VoskEmulator(WebSocketEmulator):
         sample_rate: int = DEFAULT_RATE,
         words: bool = True,
         reply_to_config: bool = False,
+        recognizer: str = "script",
     ) -> None:
-        super().__init__(host, port, script)
+        super().__init__(host, port, script, recognizer)
         self.sample_rate = sample_rate
         self.words = words
         self.reply_to_config = reply_to_config
@@ -219,6 +216,21 @@ class VoskEmulator(WebSocketEmulator):
         await ws.send_str(vosk_json(msg))
 
     async def _converse(self, ws: web.WebSocketResponse, record: VoskConnection) -> None:
+        streams: list[_Stream] = []
+        try:
+            await self._stream(ws, record, streams)
+        finally:
+            for stream in streams:
+                stream.recognizer.close()
+
+    def _new_stream(self, record: VoskConnection, streams: list[_Stream]) -> _Stream:
+        """vosk-server makes the recognizer with the first audio (or the eof)."""
+        streams.append(_Stream(record, self.recognizers.new(record.sample_rate, self.script)))
+        return streams[-1]
+
+    async def _stream(
+        self, ws: web.WebSocketResponse, record: VoskConnection, streams: list[_Stream]
+    ) -> None:
         stream: _Stream | None = None
         async for msg in ws:
             try:
@@ -233,16 +245,16 @@ class VoskEmulator(WebSocketEmulator):
                     if msg.data != EOF_TEXT:
                         raise ServerCrash(unexpected_text(msg.data))
                     record.eof = True
-                    stream = stream or _Stream(record, self.script)
-                    await self._send(ws, record, stream.end())
+                    stream = stream or self._new_stream(record, streams)
+                    await self._send(ws, record, await stream.end())
                     record.ended, record.closed_by = "eof", "server"
                     await ws.close(code=WSCloseCode.OK)
                     return
                 if msg.type != WSMsgType.BINARY:
                     break
                 record.frames.append(Frame("binary", len(msg.data)))
-                stream = stream or _Stream(record, self.script)
-                await self._send(ws, record, stream.audio(msg.data))
+                stream = stream or self._new_stream(record, streams)
+                await self._send(ws, record, await stream.audio(msg.data))
             except ServerCrash as crash:
                 record.violations.append(str(crash))
                 record.ended, record.closed_by = "violation", "server"

@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import CLEAN_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,18 +20,38 @@ def test_readme_has_exactly_the_two_quickstart_commands():
     quick = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```sh\n(.*?)\n```", quick, re.S)
     assert commands == [
-        "pip install . && streamcli demo",
+        "pip install '.[asr]' && streamcli demo",
         "pip install -e '.[test]' && python -m pytest",
     ]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install -q -e '.[test]'" in ci and "python -m pytest" in ci
 
 
-async def test_demo_streams_the_bundled_sample_offline(cli):
-    r = await cli("demo", "--speed", "0", "--json")
+async def test_demo_with_the_script_recognizer_streams_the_bundled_transcript_offline(cli):
+    r = await cli("demo", "--speed", "0", "--json", "--recognizer", "script")
     assert r.code == 0, r.stderr
     finals = [json.loads(line)["text"] for line in r.lines if json.loads(line)["type"] == "final"]
     assert finals == [line for line in SAMPLE_TEXT if line]
+
+
+async def test_demo_recognizes_the_bundled_human_speech_and_shows_it_beside_the_transcript(cli):
+    # A person reading (LibriVox); PocketSphinx gets about two thirds of the words right.
+    r = await cli("demo", "--speed", "0")
+    assert r.code == 0, r.stderr
+    read = " ".join(line for line in SAMPLE_TEXT if line)
+    assert f"read:  {read}" in r.stderr.splitlines()
+    (heard,) = [line[7:] for line in r.stderr.splitlines() if line.startswith("heard: ")]
+    assert heard == " ".join(r.lines)  # the finals printed on stdout, as heard
+    wer = float(re.search(r"word error rate (\d+)%", r.stderr).group(1)) / 100
+    assert independent_wer(read, heard) == pytest.approx(wer, abs=0.006), r.stderr
+    assert wer < 0.5 and len(heard.split()) > 50
+    assert "PocketSphinx recognizes the audio" in r.stderr
+
+
+def independent_wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return float(jiwer.wer(reference, hypothesis))
 
 
 async def test_serve_melvin_then_stream_to_it_like_the_readme(cli, speech_wav, script_file):
