@@ -144,7 +144,26 @@ def test_melvin_a_server_that_never_answers_the_probe_gets_the_rest_after_the_ti
     b.tick(5.0)
     assert b.frames_to_send() == []
     b.tick(10.01)
+    assert b.frames_to_send() == []  # the timeout counts from the last result
+    b.tick(10.5)
     assert b.frames_to_send() == [LAST, "eof"]
+
+
+def test_melvin_a_server_working_through_a_backlog_is_not_cut_short():
+    # A slow model: results keep coming for longer than the probe's timeout before the probe
+    # is answered. eof then would meet a running transcription and lose the export.
+    b = started()
+    b.frames_to_send()
+    b.send_audio(LAST, 0.0)
+    b.end_audio(0.01)
+    assert b.frames_to_send() == ["sync"]
+    for t in range(1, 30):
+        b.receive_text(json.dumps({"partial": f" a{t}"}, indent=2), float(t))
+        b.tick(float(t))
+        assert b.frames_to_send() == []
+    b.receive_text("control message unknown", 30.0)
+    b.tick(32.0)  # idle: the grace, then the held frame and the probe again
+    assert b.frames_to_send() == [LAST, "sync"]
 
 
 def test_melvin_without_audio_sends_eof_at_once():

@@ -37,7 +37,8 @@ EOF_FRAME = "eof"
 # idle (the next partial, or EOF_GRACE_SECONDS without one) and RETRIGGER_SECONDS have passed
 # since the last transcription, it sends the held frame (which starts one more transcription)
 # and SYNC_FRAME again; when that is answered and idle, eof. A server that never answers the
-# probe gets what is left SYNC_TIMEOUT_SECONDS after asking.
+# probe gets what is left SYNC_TIMEOUT_SECONDS after asking (or after its last result: a server
+# still sending results is working through a backlog, not ignoring the probe).
 SYNC_FRAME = "sync"
 EOF_GRACE_SECONDS = 2.0
 RETRIGGER_SECONDS = 1.0
@@ -199,7 +200,13 @@ class MelvinBackend(Backend):
         if stripped.startswith(WAITING_PREFIX):
             self._on_waiting(stripped, now)
             return
-        if self._handle_text(text) and self._phase == "idle":
+        partial = self._handle_text(text)
+        if self._phase == "sync" and not self.finished and not self.holding:
+            # Results while the probe waits: the server is still working through what was
+            # sent (a slow model with a backlog). Waiting on is better than eof now, which
+            # would meet a running transcription.
+            self._eof_due = now + SYNC_TIMEOUT_SECONDS
+        if partial and self._phase == "idle":
             # This partial ended the last transcription that could run. The held frame waits
             # until the server's time trigger (1 s, or as long as a transcription takes) fires.
             if self._held is None:
