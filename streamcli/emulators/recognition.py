@@ -175,15 +175,13 @@ class RecognizerPool:
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            while len(self._workers) < self.size:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "streamcli.emulators.recognition",
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                )
-                self._workers.append(_Worker(process))
+            missing = self.size - len(self._workers)
+            if missing <= 0:
+                return
+            workers = [_Worker(await _spawn()) for _ in range(missing)]
+            # Each answers once its first decoder is made (about 1 s, all at once).
+            await asyncio.gather(*(w.call(0, "ready") for w in workers))
+            self._workers += workers
 
     async def assign(self) -> tuple[_Worker, int]:
         """A worker for a new stream (the one with the fewest) and the stream's id."""
@@ -266,6 +264,16 @@ class PooledRecognition(Recognition):
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
+async def _spawn() -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamcli.emulators.recognition",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
 # ---- the worker process -------------------------------------------------------------------------
 def _serve(stdin: Any, stdout: Any) -> None:
     """Requests in, replies out, until stdin closes. Decoders are kept for the next stream."""
@@ -280,7 +288,9 @@ def _serve(stdin: Any, stdout: Any) -> None:
         stream, op, args = pickle.loads(stdin.read(_HEADER.unpack(header)[0]))
         reply: Any
         try:
-            if op == "open":
+            if op == "ready":
+                reply = None
+            elif op == "open":
                 rate, min_pause = args
                 decoder = spare.pop() if spare else None
                 streams[stream] = SphinxRecognizer(rate, min_pause, decoder=decoder)
