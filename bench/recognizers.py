@@ -34,6 +34,7 @@ from streamcli.emulators.vosk import VoskEmulator
 
 SAMPLE, TRANSCRIPT = sample_paths()
 CHUNK = 0.1
+CUSTOMER = "123e4567-e89b-12d3-a456-426614174000"  # Bodhi's customer id is a UUID
 
 
 def speech(rate: int) -> np.ndarray:
@@ -111,7 +112,7 @@ async def wer_through(name: str, cli_args: list[str], make) -> dict:  # type: ig
             "--speed", "0", "--reference", str(TRANSCRIPT), "--json",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env={"MELVIN_API_KEY": "bench-key-0123456789", "PATH": "/usr/bin:/bin",
-                 "BODHI_API_KEY": "bench", "BODHI_CUSTOMER_ID": "123e4567-e89b-12d3-a456-426614174000",
+                 "BODHI_API_KEY": "bench", "BODHI_CUSTOMER_ID": CUSTOMER,
                  "PHEBI_SUBSCRIPTION_KEY": "bench"},
         )  # fmt: skip
         out, err = await proc.communicate()
