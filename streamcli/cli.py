@@ -251,6 +251,8 @@ def demo(
     quiet: o.Quiet = False,
     no_color: o.NoColor = False,
     mic: o.Mic = False,
+    device: o.Device = None,
+    duration: o.Duration = None,
     recognizer: o.Recognizer = "auto",
 ) -> None:
     """Stream the bundled human speech sample (or --mic) to an in-process Melvin emulator that

@@ -156,3 +156,34 @@ async def test_what_is_said_right_after_enter_is_sent_once_connected(
     # Without capture from launch, at most the tone's last ~0.3 s would arrive (capture would
     # start when the connection is up, 2.5 s after launch).
     assert voiced.sum() * 0.01 >= 1.2, voiced.sum()
+
+
+async def test_demo_mic_recognizes_a_person_speaking_into_the_microphone(pulse, tmp_path):  # noqa: F811
+    # Human speech (the first two readings of the bundled sample) played into the null sink
+    # whose monitor is the microphone; the demo's emulator recognizes what it captured.
+    pytest.importorskip("pocketsphinx", reason="the [asr] extra is not installed")
+    import jiwer
+
+    from streamcli.commands.melvin import sample_paths
+
+    from .test_mic_device import playing
+
+    sample, transcript = sample_paths()
+    pcm, rate = sf.read(str(sample), dtype="int16")
+    spoken = tmp_path / "spoken.wav"
+    sf.write(str(spoken), pcm[: 12 * rate], rate, subtype="PCM_16")
+    said = " ".join(transcript.read_text("utf-8").splitlines()[:2])
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamcli", "demo", "--mic", "--duration", "15",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**CLEAN_ENV, **pulse_env(), "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert demo.stderr is not None
+    first = (await asyncio.wait_for(demo.stderr.readline(), 60)).decode()
+    assert "streaming the microphone" in first, first
+    await asyncio.sleep(1.0)  # the capture runs before the connection is up; give it a moment
+    with playing(spoken):
+        out, err = await asyncio.wait_for(demo.communicate(), 60)
+    assert demo.returncode == 0, err.decode()
+    heard = " ".join(out.decode().split())
+    assert jiwer.wer(said, heard) < 0.6, heard
