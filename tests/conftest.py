@@ -13,6 +13,20 @@ import pytest
 import soundfile as sf
 
 
+def require_asr() -> None:
+    """Skip without PocketSphinx (the [asr] extra), with the reason; in CI
+    (STREAMCLI_REQUIRE_ASR=1, where .ci/run installed it) that is a failure instead."""
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        if os.environ.get("STREAMCLI_REQUIRE_ASR"):
+            pytest.fail("PocketSphinx is required here (STREAMCLI_REQUIRE_ASR) but not installed")
+        pytest.skip(
+            "the [asr] extra is not installed (pip install 'streamcli[asr]')",
+            allow_module_level=True,
+        )
+
+
 def tone(freq: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import require_asr
 
 from streamcli.commands.melvin import sample_paths
 from streamcli.emulators.recognition import (
@@ -19,7 +20,7 @@ from streamcli.emulators.recognition import (
 )
 from streamcli.emulators.sphinx import SphinxRecognizer
 
-pytest.importorskip("pocketsphinx", reason="the [asr] extra is not installed")
+require_asr()
 
 
 @pytest.fixture(scope="module")

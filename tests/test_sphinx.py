@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from conftest import require_asr
 
 from streamcli.commands.melvin import sample_paths
 from streamcli.emulators.sphinx import SphinxRecognizer, spoken
 
-pytest.importorskip("pocketsphinx", reason="the [asr] extra is not installed")
+require_asr()
 
 SAMPLE, TRANSCRIPT = sample_paths()
 READ = " ".join(TRANSCRIPT.read_text("utf-8").split())

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import CLEAN_ENV, dominant_frequency
+from conftest import CLEAN_ENV, dominant_frequency, require_asr
 
 from streamcli.emulators.melvin import MelvinEmulator
 
@@ -161,7 +161,7 @@ async def test_what_is_said_right_after_enter_is_sent_once_connected(
 async def test_demo_mic_recognizes_a_person_speaking_into_the_microphone(pulse, tmp_path):  # noqa: F811
     # Human speech (the first two readings of the bundled sample) played into the null sink
     # whose monitor is the microphone; the demo's emulator recognizes what it captured.
-    pytest.importorskip("pocketsphinx", reason="the [asr] extra is not installed")
+    require_asr()
     import jiwer
 
     from streamcli.commands.melvin import sample_paths

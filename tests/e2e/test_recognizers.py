@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from conftest import CLEAN_ENV
+from conftest import CLEAN_ENV, require_asr
 
 from streamcli.commands.melvin import sample_paths
 
 from . import backend_matrix as bm
 
-pytest.importorskip("pocketsphinx", reason="the [asr] extra is not installed")
+require_asr()
 
 SAMPLE, TRANSCRIPT = sample_paths()
 # (backend, emulator switches, CLI options, the WER to stay under): 16 kHz for Melvin, Phebi
