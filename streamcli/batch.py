@@ -30,6 +30,7 @@ from typing import Any
 from streamcli import events as ev
 from streamcli import metrics
 from streamcli.accuracy import Score, require_jiwer, score, weighted_cer, weighted_wer
+from streamcli.audio.media import MEDIA_SUFFIXES
 from streamcli.backends.base import Backend
 from streamcli.engine.interrupts import Interrupts
 from streamcli.engine.run import FeedJob, RunReport, Schedule, run_sessions
@@ -58,6 +59,7 @@ AUDIO_SUFFIXES = frozenset(
         ".w64",
         ".rf64",
     }
+    | MEDIA_SUFFIXES  # through FFmpeg (the media extra)
 )
 
 
@@ -218,7 +220,8 @@ class FileJob:
         try:
             from streamcli.audio.sources import open_source
 
-            source = open_source(r.input)  # reads a header: quick (stdin is not in batches)
+            # Reads a header: quick (stdin is not in batches).
+            source = open_source(r.input, audio_stream=b.input_spec.audio_stream)
             names = b.input_spec.speaker_names(source.channels)
             outputs.sinks = self._outputs()
             sessions = [self._session(name, i, outputs) for i, name in enumerate(names)]

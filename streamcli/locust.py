@@ -84,7 +84,7 @@ def shared_audio(plan: SessionPlan, backend: Backend) -> SharedAudio:
     key = (plan.input.path, backend.sample_rate, backend.encoding, o.chunk_ms, o.duration)
     if key not in _AUDIO:
         try:
-            source = open_source(str(plan.input.path))
+            source = open_source(str(plan.input.path), audio_stream=plan.input.audio_stream)
             try:
                 decoder = Decoder(
                     source.rate, backend.sample_rate, backend.encoding, o.chunk_ms, o.duration

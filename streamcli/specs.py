@@ -18,6 +18,7 @@ class InputSpec:
     split_channels: bool = False  # one session per channel
     speakers: tuple[str, ...] = ()
     save_audio: str | None = None  # --save-audio: a WAV of what was read
+    audio_stream: int | None = None  # --audio-stream: which audio stream of a media file
 
     def speaker_names(self, channels: int) -> list[str | None]:
         """One name per session: the one --speaker, or one per channel (--split-channels)."""

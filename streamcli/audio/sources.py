@@ -1,4 +1,5 @@
-"""Audio sources: a file (through soundfile) or stdin (streaming WAV, else spooled).
+"""Audio sources: a file (through soundfile, else FFmpeg: ``media.py``) or stdin (streaming
+WAV, else spooled).
 
 A source yields float32 blocks of shape (frames, channels) at its own rate. Reading is in
 blocks, so memory stays flat however long the input is. Every way an input can be unusable
@@ -36,6 +37,14 @@ class AudioSource(Protocol):
     def close(self) -> None: ...
 
 
+class NotSoundFile(UsageError):
+    """libsndfile cannot read the file's format (another decoder may: ``media.py``)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class SoundFileSource:
     """Any file libsndfile reads: WAV (every subtype), FLAC, OGG, AIFF, ..."""
 
@@ -56,7 +65,9 @@ class SoundFileSource:
             with _quiet_stderr():  # libmpg123 prints its own warnings while libsndfile probes
                 self._file = sf.SoundFile(str(p))
         except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-            raise UsageError(f"{self.label}: not a readable audio file ({_sf_reason(e)})") from None
+            reason = _sf_reason(e)
+            message = f"{self.label}: not a readable audio file ({reason})"
+            raise NotSoundFile(message, reason) from None
         if self._file.channels < 1 or self._file.samplerate < 1:
             self._file.close()
             raise UsageError(f"{self.label}: the audio has no channels or no sample rate")
@@ -124,27 +135,48 @@ class WavStreamSource:
         pass
 
 
-def open_source(spec: str, stdin: BinaryIO | None = None) -> AudioSource:
-    """``-`` reads stdin: WAV streams as it arrives; other formats (FLAC, OGG) are spooled to a
-    temporary file first, because libsndfile needs to seek in them."""
+def open_source(
+    spec: str, stdin: BinaryIO | None = None, audio_stream: int | None = None
+) -> AudioSource:
+    """A file: libsndfile, else FFmpeg (PyAV, ``media.py``) for M4A, MP4, WebM and the like.
+    ``-`` reads stdin: WAV streams as it arrives; other formats (FLAC, OGG, M4A, ...) are
+    spooled to a temporary file first, because their decoders need to seek in them.
+    ``audio_stream`` picks an audio stream of a media file (0 first)."""
     if spec != "-":
-        return SoundFileSource(spec)
+        return _open_file(spec, spec, audio_stream)
     stream = stdin if stdin is not None else sys.stdin.buffer
     head = stream.peek(12)[:12] if hasattr(stream, "peek") else b""
     if not head:
         raise UsageError("stdin: no audio on standard input (it is empty)")
-    if head[:4] in (b"RIFF", b"RF64"):
+    if head[:4] in (b"RIFF", b"RF64") and audio_stream is None:
         return WavStreamSource(stream)
-    return _spooled(stream)
+    return _spooled(stream, audio_stream)
 
 
-def _spooled(stream: BinaryIO) -> AudioSource:
+def _open_file(path: str, label: str, audio_stream: int | None) -> AudioSource:
+    from streamcli.audio import media
+
+    if audio_stream is not None:  # a choice of streams: a container only FFmpeg reads
+        if not Path(path).is_file():
+            SoundFileSource(path, label)  # says why: no such file, a directory, empty
+        if media.import_av() is None:
+            raise UsageError(f"--audio-stream needs PyAV: {media.INSTALL_HINT}")
+        return media.MediaSource(path, label, audio_stream)
+    try:
+        return SoundFileSource(path, label)
+    except NotSoundFile as e:
+        if media.import_av() is None:
+            raise media.missing_extra(label, e.reason) from None
+        return media.MediaSource(path, label, sndfile_reason=e.reason)
+
+
+def _spooled(stream: BinaryIO, audio_stream: int | None) -> AudioSource:
     with tempfile.NamedTemporaryFile(prefix="streamcli-stdin-", delete=False) as tmp:
         shutil.copyfileobj(stream, tmp, 1 << 16)
     try:
-        source = SoundFileSource(tmp.name, label="stdin")
+        source = _open_file(tmp.name, "stdin", audio_stream)
     finally:
-        os.unlink(tmp.name)  # the open SoundFile keeps the data readable on POSIX
+        os.unlink(tmp.name)  # the open file keeps the data readable on POSIX
     return source
 
 

@@ -56,7 +56,7 @@ def render(app: Any, backend: str, args: Sequence[str], filename: str = "locustf
         )
     plan = plan_session(app, backend, args)  # the arguments as given (a key must be accepted)
     assert plan.input.path is not None  # a plan always has one file
-    check_audio(plan.input.path)
+    check_audio(plan.input.path, plan.input.audio_stream)
     variables = [v for k, v in env_names(backend).items() if is_secret(k)]
     credentials = (
         f"\nCredentials come from the environment of every worker: {', '.join(variables)}."

@@ -25,15 +25,17 @@ BACKEND = "Backend"
 InputArg = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Audio files (WAV, FLAC, OGG, ...), directories of them, or '-' for a WAV/FLAC "
-        "stream on stdin. Several inputs make a batch run: each file its own session.",
+        help="Audio files (WAV, FLAC, OGG, MP3; M4A, MP4, WebM, ... with the media extra), "
+        "directories of them, or '-' for stdin. Several inputs make a batch run: each file its "
+        "own session.",
         show_default=False,
     ),
 ]
 SingleInputArg = Annotated[
     str | None,
     typer.Argument(
-        help="Audio file (WAV, FLAC, OGG, ...) or '-' for a WAV/FLAC stream on stdin.",
+        help="Audio file (WAV, FLAC, OGG, MP3; M4A, MP4, WebM, ... with the media extra) or '-' "
+        "for stdin.",
         show_default=False,
     ),
 ]
@@ -83,6 +85,16 @@ Device = Annotated[
 Duration = Annotated[
     float | None,
     typer.Option(help="Stop after this many seconds of audio.", rich_help_panel=INPUT, min=0.01),
+]
+AudioStream = Annotated[
+    int | None,
+    typer.Option(
+        help="Which audio stream of a media file (MP4, MKV, WebM) to stream, from 0 (default: "
+        "the first).",
+        rich_help_panel=INPUT,
+        min=0,
+        metavar="N",
+    ),
 ]
 SaveAudio = Annotated[
     str | None,
@@ -331,6 +343,7 @@ class Common:
     mic: bool = False
     device: str | None = None
     duration: float | None = None
+    audio_stream: int | None = None
     save_audio: str | None = None
     speed: float = 1.0
     chunk_ms: int = 100
@@ -395,6 +408,7 @@ class Common:
             split_channels=self.split_channels,
             speakers=tuple(self.speakers),
             save_audio=self.save_audio,
+            audio_stream=self.audio_stream,
         )
 
     def output_spec(self) -> OutputSpec:
@@ -482,6 +496,7 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("mic", Mic, False),
     ("device", Device, None),
     ("duration", Duration, None),
+    ("audio_stream", AudioStream, None),
     ("save_audio", SaveAudio, None),
     ("speed", Speed, 1.0),
     ("chunk_ms", ChunkMs, 100),

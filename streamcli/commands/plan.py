@@ -105,11 +105,11 @@ def check_plan_options(common: Common) -> None:
         raise UsageError("'-' (stdin): a Locust user streams a file, read once per worker")
 
 
-def check_audio(path: str) -> None:
+def check_audio(path: str, audio_stream: int | None = None) -> None:
     """The input opens as audio (else the CLI's error naming it)."""
     from streamcli.audio.sources import open_source
 
-    open_source(path).close()
+    open_source(path, audio_stream=audio_stream).close()
 
 
 def public_args(args: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -52,7 +52,7 @@ def open_input(spec: InputSpec) -> AudioSource:
         return mic
     if spec.path is None:
         raise UsageError("missing INPUT: give an audio file, '-' for stdin, or --mic")
-    return open_source(spec.path)
+    return open_source(spec.path, audio_stream=spec.audio_stream)
 
 
 def run_streaming(
