@@ -19,6 +19,11 @@ class InputSpec:
     speakers: tuple[str, ...] = ()
     save_audio: str | None = None  # --save-audio: a WAV of what was read
     audio_stream: int | None = None  # --audio-stream: which audio stream of a media file
+    # An http(s) URL as the input: the TLS options of the session, and how long its stream
+    # may stall (--timeout).
+    ca_file: str | None = None
+    insecure: bool = False
+    stall: float = 30.0
 
     def speaker_names(self, channels: int) -> list[str | None]:
         """One name per session: the one --speaker, or one per channel (--split-channels)."""

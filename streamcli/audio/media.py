@@ -15,7 +15,7 @@ import asyncio
 import os
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class MediaSource:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | BinaryIO,
         label: str,
         audio_stream: int | None = None,
         sndfile_reason: str | None = None,
@@ -62,7 +62,8 @@ class MediaSource:
             raise missing_extra(label, sndfile_reason or "unknown format")
         self.label = label
         try:
-            self._container = av.open(str(path), mode="r")
+            # A path, or a file object (a pipe: ``url.py``) read as it comes.
+            self._container = av.open(path if hasattr(path, "read") else str(path), mode="r")
         except (av.error.FFmpegError, OSError, ValueError) as e:
             said = (sndfile_reason or "").rstrip(".")  # libsndfile ends its sentences
             reasons = "; ".join(r for r in (said, f"FFmpeg: {_reason(e)}") if r)

@@ -409,6 +409,9 @@ class Common:
             speakers=tuple(self.speakers),
             save_audio=self.save_audio,
             audio_stream=self.audio_stream,
+            ca_file=self.ca_file,
+            insecure=self.insecure,
+            stall=self.timeout,
         )
 
     def output_spec(self) -> OutputSpec:

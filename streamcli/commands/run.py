@@ -52,6 +52,14 @@ def open_input(spec: InputSpec) -> AudioSource:
         return mic
     if spec.path is None:
         raise UsageError("missing INPUT: give an audio file, '-' for stdin, or --mic")
+    from streamcli.audio.url import is_url
+
+    if is_url(spec.path):
+        from streamcli.audio.url import open_url
+        from streamcli.transport.websocket import WireOptions
+
+        wire = WireOptions(ca_file=spec.ca_file, insecure=spec.insecure)
+        return open_url(spec.path, wire, spec.stall, spec.audio_stream)
     return open_source(spec.path, audio_stream=spec.audio_stream)
 
 
@@ -107,6 +115,9 @@ def run_load(
 
     warn_plaintext_credentials([make().connect_request()])
     source = open_input(common.input_spec())
+    if source.live and common.duration is None:
+        source.close()
+        raise UsageError("a load test of a live stream needs --duration (the audio it shares)")
     warn_insecure(options)
     return run_load_test(
         source, backend_name, make, options, common.load_spec(), common.output_spec()

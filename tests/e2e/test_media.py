@@ -6,6 +6,9 @@ read is one line and exit 2."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,10 +17,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from aiohttp import web
 
 from streamcli.commands.melvin import sample_paths
 
 from . import backend_matrix as bm
+from .tls import make_self_signed, server_context
 
 av = pytest.importorskip("av", reason="the [media] extra is not installed")
 
@@ -218,3 +223,122 @@ async def test_without_the_media_extra_a_media_file_names_it(cli, recordings, tm
     assert r.code == 2
     assert one_line(r).startswith(f"streamcli: error: {recordings['aac.m4a']}: not a format ")
     assert one_line(r).endswith("need PyAV: pip install 'streamcli[media]'")
+
+
+# ---- http(s) URLs -------------------------------------------------------------------------------
+class WebServer:
+    """A local aiohttp server: the MP3 as a file (with its length), as an endless live stream
+    (chunked, looped, at about real time), a stream that stalls, a 404 and an HTML page."""
+
+    def __init__(self, mp3: bytes, ssl_context=None) -> None:
+        self.mp3, self.ssl_context = mp3, ssl_context
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> WebServer:
+        app = web.Application()
+        app.router.add_get("/talk.mp3", self.file)
+        app.router.add_get("/radio", self.radio)
+        app.router.add_get("/stall", self.stall)
+        app.router.add_get("/page", self.page)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    def url(self, path: str) -> str:
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}{path}"
+
+    async def file(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.mp3, content_type="audio/mpeg")
+
+    async def _chunked(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "audio/mpeg", "icy-name": "test"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        return response
+
+    async def radio(self, request: web.Request) -> web.StreamResponse:
+        response = await self._chunked(request)
+        step = 8000  # 64 kb/s MP3: 8 kB a second, sent every 0.1 s at a bit over real time
+        with contextlib.suppress(ConnectionError):
+            while True:  # endless: the recording again and again
+                for i in range(0, len(self.mp3), step // 10):
+                    await response.write(self.mp3[i : i + step // 10])
+                    await asyncio.sleep(0.08)
+        return response
+
+    async def stall(self, request: web.Request) -> web.StreamResponse:
+        response = await self._chunked(request)
+        await response.write(self.mp3[: len(self.mp3) // 2])
+        await asyncio.sleep(30)  # then nothing, the connection open
+        return response
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(text="<html><body>Not a stream</body></html>", content_type="text/html")
+
+
+async def test_a_file_url_arrives_as_the_same_speech_as_the_wav(cli, recordings):
+    _, wav_pcm = await received(cli, "melvin", recordings["wav"])
+    async with WebServer(recordings["mp3.mp3"].read_bytes()) as server:
+        r, pcm = await received(cli, "melvin", server.url("/talk.mp3"))
+    assert r.code == 0, r.stderr
+    assert same_speech(wav_pcm, pcm, 16000) > 0.9
+
+
+async def test_a_live_stream_is_paced_by_its_arrival_and_ends_with_duration(cli, recordings):
+    _, wav_pcm = await received(cli, "bodhi", recordings["wav"])
+    async with WebServer(recordings["mp3.mp3"].read_bytes()) as server:
+        r, pcm = await received(cli, "bodhi", server.url("/radio"), "--duration", "4")
+    assert r.code == 0, r.stderr
+    assert abs(len(pcm) / 8000 - 4.0) <= CHUNK  # the live source ends at --duration
+    head = wav_pcm[: len(pcm)]
+    assert same_speech(head, pcm, 8000) > 0.9
+
+
+async def test_url_failures_are_one_line_with_their_exit_codes(cli, recordings):
+    async with WebServer(recordings["mp3.mp3"].read_bytes()) as server:
+        missing, _ = await received(cli, "melvin", server.url("/nothing.mp3"))
+        page, _ = await received(cli, "melvin", server.url("/page"))
+        stalled, stalled_pcm = await received(
+            cli, "melvin", server.url("/stall"), "--timeout", "2", "--json"
+        )
+        port = server.port
+    gone, _ = await received(cli, "melvin", f"http://127.0.0.1:{port}/talk.mp3")
+    assert (missing.code, one_line(missing)) == (
+        2, f"streamcli: error: http://127.0.0.1:{port}/nothing.mp3: HTTP 404 Not Found"
+    )  # fmt: skip
+    assert (page.code, one_line(page)) == (
+        2, f"streamcli: error: http://127.0.0.1:{port}/page: the server sent a text/html page, "
+        "not audio",
+    )  # fmt: skip
+    assert (stalled.code, one_line(stalled)) == (
+        4, f"streamcli: error: http://127.0.0.1:{port}/stall: the stream stalled: nothing came "
+        "for 2 s",
+    )  # fmt: skip
+    # What came before the stall was streamed, and what the server made of it is kept.
+    assert len(stalled_pcm) / 16000 > 2.0
+    assert any(e["type"] == "final" for e in map(json.loads, stalled.stdout.splitlines()))
+    assert gone.code == 4
+    assert one_line(gone).startswith(f"streamcli: error: cannot reach http://127.0.0.1:{port}/")
+
+
+async def test_an_https_url_takes_the_ca_file_and_says_why_without_it(cli, recordings, tmp_path):
+    cert, key = make_self_signed(tmp_path)
+    mp3 = recordings["mp3.mp3"].read_bytes()
+    async with WebServer(mp3, server_context(cert, key)) as server:
+        trusted, pcm = await received(
+            cli, "melvin", server.url("/talk.mp3"), "--ca-file", str(cert)
+        )
+        untrusted, _ = await received(cli, "melvin", url)
+    assert trusted.code == 0, trusted.stderr
+    assert abs(len(pcm) / 16000 - SECONDS) <= CHUNK
+    assert untrusted.code == 4
+    assert "TLS failure connecting to https://127.0.0.1:" in one_line(untrusted)
+    assert one_line(untrusted).endswith("--ca-file PATH, or skip checks with --insecure)")
