@@ -333,9 +333,8 @@ async def test_an_https_url_takes_the_ca_file_and_says_why_without_it(cli, recor
     cert, key = make_self_signed(tmp_path)
     mp3 = recordings["mp3.mp3"].read_bytes()
     async with WebServer(mp3, server_context(cert, key)) as server:
-        trusted, pcm = await received(
-            cli, "melvin", server.url("/talk.mp3"), "--ca-file", str(cert)
-        )
+        url = server.url("/talk.mp3")
+        trusted, pcm = await received(cli, "melvin", url, "--ca-file", str(cert))
         untrusted, _ = await received(cli, "melvin", url)
     assert trusted.code == 0, trusted.stderr
     assert abs(len(pcm) / 16000 - SECONDS) <= CHUNK
