@@ -11,7 +11,6 @@ a worker thread (``asyncio.to_thread``), so the event loop keeps its pace while 
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
@@ -132,14 +131,11 @@ class MediaSource:
         except (av.error.FFmpegError, ValueError) as e:
             raise UsageError(f"{self.label}: cannot decode the audio ({_reason(e)})") from None
 
-    async def blocks(self) -> AsyncGenerator[np.ndarray, None]:
+    def blocks(self) -> AsyncGenerator[np.ndarray, None]:
+        from streamcli.audio.threaded import threaded_blocks
+
         # FFmpeg decodes in a worker thread: the pacing of the sessions never waits for it.
-        it = self.iter_sync()
-        while True:
-            block = await asyncio.to_thread(next, it, None)
-            if block is None:
-                return
-            yield block
+        return threaded_blocks(self.iter_sync())
 
     def close(self) -> None:
         self._container.close()

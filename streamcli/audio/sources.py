@@ -120,16 +120,11 @@ class WavStreamSource:
 
         yield from wav.iter_blocks(self._stream, self._fmt, block_frames)
 
-    async def blocks(self) -> AsyncGenerator[np.ndarray, None]:
-        import asyncio
-
+    def blocks(self) -> AsyncGenerator[np.ndarray, None]:
         # A pipe may stall (a live producer): read in a thread so the session keeps running.
-        it = self.iter_sync()
-        while True:
-            block = await asyncio.to_thread(next, it, None)
-            if block is None:
-                return
-            yield block
+        from streamcli.audio.threaded import threaded_blocks
+
+        return threaded_blocks(self.iter_sync())
 
     def close(self) -> None:
         pass

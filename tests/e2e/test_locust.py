@@ -50,6 +50,26 @@ async def locust(*args: str, cwd: Path, env: dict[str, str]) -> asyncio.subproce
     )
 
 
+async def master_and_two_workers(
+    cwd: Path, env: dict[str, str], users: int, run_time: str
+) -> tuple[asyncio.subprocess.Process, list[tuple[bytes, bytes]]]:
+    """A headless master (CSV as ``run_*.csv``) and two workers on ``cwd/locustfile.py``,
+    run to the end; the master and every process's (stdout, stderr)."""
+    port = free_port()
+    common = ["-f", "locustfile.py"]
+    master = await locust(
+        *common, "--master", "--master-bind-port", str(port), "--headless",
+        "--expect-workers", "2", "-u", str(users), "-r", str(users), "--run-time", run_time,
+        "--csv", "run", "--only-summary", cwd=cwd, env=env,
+    )  # fmt: skip
+    worker = ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+    workers = [await locust(*common, *worker, cwd=cwd, env=env) for _ in range(2)]
+    outputs = await asyncio.wait_for(
+        asyncio.gather(*(p.communicate() for p in (master, *workers))), 90
+    )
+    return master, list(outputs)
+
+
 @pytest.fixture
 def talk(make_wav) -> Path:
     import numpy as np
@@ -105,44 +125,7 @@ class VoskUser(StreamcliUser):
             "BODHI_API_KEY": "wrong-key-0123456789",
             "BODHI_CUSTOMER_ID": BODHI_CUSTOMER,
         }
-        port = free_port()
-        common = ["-f", "locustfile.py"]
-        master = await locust(
-            *common,
-            "--master",
-            "--master-bind-port",
-            str(port),
-            "--headless",
-            "--expect-workers",
-            "2",
-            "-u",
-            "8",
-            "-r",
-            "8",
-            "--run-time",
-            "13s",
-            "--csv",
-            "run",
-            "--only-summary",
-            cwd=tmp_path,
-            env=env,
-        )
-        workers = [
-            await locust(
-                *common,
-                "--worker",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(port),
-                cwd=tmp_path,
-                env=env,
-            )
-            for _ in range(2)
-        ]
-        outputs = await asyncio.wait_for(
-            asyncio.gather(*(p.communicate() for p in (master, *workers))), 90
-        )
+        master, outputs = await master_and_two_workers(tmp_path, env, users=8, run_time="13s")
     finally:
         await melvin.stop()
         await bodhi.stop()

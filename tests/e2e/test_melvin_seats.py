@@ -256,7 +256,7 @@ async def test_a_batch_run_with_four_jobs_on_one_seat_scores_every_file(
 async def test_locust_twenty_users_on_a_busy_server_fail_no_session(
     tmp_path, make_wav, script_file, cli, monkeypatch
 ):
-    from .test_locust import free_port, locust, read_csv
+    from .test_locust import master_and_two_workers, read_csv
 
     monkeypatch.chdir(tmp_path)
     make_wav("talk.wav", speechlike(16000, [0.6, 0.8]), 16000)
@@ -279,44 +279,7 @@ async def test_locust_twenty_users_on_a_busy_server_fail_no_session(
         assert made.code == 0, made.stderr
         with (tmp_path / "locustfile.py").open("a") as f:
             f.write("\nMelvinUser.sessions = 1  # one session a user: all twenty run at once\n")
-        port = free_port()
-        common = ["-f", "locustfile.py"]
-        master = await locust(
-            *common,
-            "--master",
-            "--master-bind-port",
-            str(port),
-            "--headless",
-            "--expect-workers",
-            "2",
-            "-u",
-            "20",
-            "-r",
-            "20",
-            "--run-time",
-            "30s",
-            "--csv",
-            "run",
-            "--only-summary",
-            cwd=tmp_path,
-            env=ENV,
-        )
-        workers = [
-            await locust(
-                *common,
-                "--worker",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(port),
-                cwd=tmp_path,
-                env=ENV,
-            )
-            for _ in range(2)
-        ]
-        outputs = await asyncio.wait_for(
-            asyncio.gather(*(p.communicate() for p in (master, *workers))), 90
-        )
+        master, outputs = await master_and_two_workers(tmp_path, ENV, users=20, run_time="30s")
     finally:
         await emu.stop()
     errors = "".join(err.decode() for _, err in outputs)
