@@ -8,31 +8,16 @@ become exit codes and one clear stderr line (the model: httpie's ``main()``/``pr
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from streamcli import __version__
+from streamcli.commands import helpstyle
 from streamcli.commands import options as o
 from streamcli.commands.guard import common_from, guarded, run_server
 
-
-def _flags_show_no_type() -> None:
-    """A flag takes no value, so ``--help`` shows none: Typer's rich help (0.2x) prints a
-    ``<bool>`` beside every flag, ``--help`` and ``--version`` included."""
-    option = getattr(getattr(typer, "core", None), "TyperOption", None)
-    shown = getattr(option, "display_type_rich", None)
-    if option is None or shown is None or getattr(shown, "streamcli", False):
-        return
-
-    def display_type_rich(self: Any, ctx: Any) -> str | None:
-        return None if self.is_flag or self.count else shown(self, ctx)
-
-    display_type_rich.streamcli = True  # type: ignore[attr-defined]
-    option.display_type_rich = display_type_rich
-
-
-_flags_show_no_type()
+helpstyle.install()  # what to type, ranges in words, option names never cut
 
 app = typer.Typer(
     name="streamcli",

@@ -97,3 +97,19 @@ def test_the_probe_would_notice_a_heavy_import():
         check=True,
     )
     assert done.stdout.strip() == "True"
+
+
+def test_the_help_style_loads_rich_tables_only_for_a_help_page():
+    # helpstyle patches the options table when a page is rendered: a run pays nothing for it.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, streamcli.cli; print('typer.rich_utils' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"

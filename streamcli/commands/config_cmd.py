@@ -88,6 +88,7 @@ BackendArg = Annotated[
         help=f"One backend ({', '.join(BACKEND_SETTINGS)}); all of them when left out.",
         autocompletion=_complete_backend,
         show_default=False,
+        metavar="BACKEND",
     ),
 ]
 ProfileOpt = Annotated[

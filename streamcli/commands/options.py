@@ -29,6 +29,7 @@ InputArg = Annotated[
         "directories of them, or '-' for stdin. Several inputs make a batch run: each file its "
         "own session.",
         show_default=False,
+        metavar="INPUT",
     ),
 ]
 SingleInputArg = Annotated[
@@ -37,6 +38,7 @@ SingleInputArg = Annotated[
         help="Audio file (WAV, FLAC, OGG, MP3; M4A, MP4, WebM, ... with the media extra) or '-' "
         "for stdin.",
         show_default=False,
+        metavar="INPUT",
     ),
 ]
 Mic = Annotated[
@@ -195,7 +197,7 @@ Recognizer = Annotated[
         help="Where the words come from: pocketsphinx (recognized from the audio; pip install "
         "'streamcli\\[asr]'), script (--script FILE, else placeholders), or auto (pocketsphinx "
         "when installed and no --script).",
-        metavar="auto|pocketsphinx|script",
+        metavar="NAME",
     ),
 ]
 
