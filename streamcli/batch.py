@@ -481,6 +481,10 @@ def run_batch(
 
     if spec.reference is not None or spec.reference_dir is not None:
         require_jiwer()
+    if spec.report is not None:
+        from streamcli.present.report import require_report
+
+        require_report()
     files = expand_inputs(inputs)
     if files.count("-") and len(files) > 1:
         raise UsageError("stdin ('-') cannot be one of several inputs")
@@ -499,5 +503,12 @@ def run_batch(
                 write(path, run, summary)
             except OSError as e:
                 run.output_failed(OutputError(f"{path}: cannot write it ({e.strerror or e})"))
+    if spec.report is not None:
+        from streamcli.present import report
+
+        try:
+            report.write(spec.report, report.batch_html(run, summary))
+        except OutputError as e:
+            run.output_failed(e)
     status = run.exit_status()
     return int(status)

@@ -203,6 +203,10 @@ def run_load_test(
     """Run ``load.concurrency`` sessions of the input, print the summary, return the exit code."""
     from streamcli.present.loadtest import Progress, print_result
 
+    if load.report is not None:
+        from streamcli.present.report import require_report
+
+        require_report()
     n = load.concurrency
     backends = [make_backend() for _ in range(n)]
     first = backends[0]
@@ -245,4 +249,8 @@ def run_load_test(
             progress.close()
     result = summary(test, load.max_p95_latency)
     print_result(result, output)
+    if load.report is not None:
+        from streamcli.present import report
+
+        report.write(load.report, report.load_html(test, result))
     return int(result["exit_code"])

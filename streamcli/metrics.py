@@ -107,9 +107,11 @@ class SessionRecord:
     first_partial: float | None = None
     first_final: float | None = None
     final_latencies: list[float] = field(default_factory=list)
+    final_times: list[float] = field(default_factory=list)  # when each of those finals came
     waiting_since: float | None = None
     seat_wait: float | None = None
     error: ev.Error | None = None
+    error_at: float | None = None
     ended: bool = False
     ended_at: float | None = None  # when the server's end of session came
     lateness: Lateness = field(default_factory=LatenessHistogram)  # may be shared
@@ -141,7 +143,7 @@ class SessionRecord:
         elif isinstance(event, ev.End):
             self.ended, self.ended_at = True, now
         elif isinstance(event, ev.Error) and self.error is None:
-            self.error = event
+            self.error, self.error_at = event, now
 
     def _on_final(self, final: ev.Final, now: float) -> None:
         if final.unconfirmed:
@@ -151,6 +153,7 @@ class SessionRecord:
         if final.end is not None and self.audio_t0 is not None and self.speed > 0:
             audio_wall = self.audio_t0 + final.end / self.speed + self.paused()
             self.final_latencies.append(now - audio_wall)
+            self.final_times.append(now)
 
     def paused(self) -> float:
         """Seconds the audio stood still: reconnects and the seat wait (a held stream goes on

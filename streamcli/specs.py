@@ -58,6 +58,7 @@ class LoadSpec:
     ramp: float = 0.0
     repeat: int = 1
     max_p95_latency: float | None = None
+    report: str | None = None  # HTML report path
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,4 @@ class BatchSpec:
     max_p95_latency: float | None = None
     junit: str | None = None  # JUnit XML report path
     summary_md: str | None = None  # Markdown summary path
+    report: str | None = None  # HTML report path

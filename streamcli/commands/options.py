@@ -314,6 +314,16 @@ Junit = Annotated[
         show_default=False,
     ),
 ]
+Report = Annotated[
+    str | None,
+    typer.Option(
+        help="Write an HTML report with charts of a batch run or a load test (--concurrency): "
+        "one self-contained file, readable offline (needs streamcli\\[report]).",
+        metavar="FILE",
+        rich_help_panel=BATCH,
+        show_default=False,
+    ),
+]
 SummaryMd = Annotated[
     str | None,
     typer.Option(
@@ -375,6 +385,7 @@ class Common:
     max_wer: float | None = None
     junit: str | None = None
     summary_md: str | None = None
+    report: str | None = None
     profile: str | None = None
     config: str | None = None
     given: frozenset[str] = frozenset()  # options the user typed (vs. left at their default)
@@ -467,6 +478,7 @@ class Common:
                     self.max_wer,
                     self.junit,
                     self.summary_md,
+                    None if self.concurrency else self.report,
                 )
             )
         )
@@ -483,6 +495,7 @@ class Common:
             max_p95_latency=self.max_p95_latency,
             junit=self.junit,
             summary_md=self.summary_md,
+            report=self.report,
         )
 
     def load_spec(self) -> LoadSpec:
@@ -493,6 +506,7 @@ class Common:
             ramp=self.ramp,
             repeat=self.repeat,
             max_p95_latency=self.max_p95_latency,
+            report=self.report,
         )
 
 
@@ -531,6 +545,7 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("max_wer", MaxWer, None),
     ("junit", Junit, None),
     ("summary_md", SummaryMd, None),
+    ("report", Report, None),
     ("profile", Profile, None),
     ("config", ConfigPath, None),
 )

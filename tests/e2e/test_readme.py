@@ -110,7 +110,7 @@ async def test_the_readme_ci_script_runs_as_written(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-    script = script.replace("pip install 'streamcli[wer]'", ":").replace("8394", port)
+    script = script.replace("pip install 'streamcli[wer,report]'", ":").replace("8394", port)
     speech = tmp_path / "tests" / "speech"
     (speech / "audio").mkdir(parents=True)
     (speech / "refs").mkdir()
@@ -128,6 +128,13 @@ async def test_the_readme_ci_script_runs_as_written(tmp_path):
         "first.srt",
         "second.srt",
     ]
+    # The HTML report, in a real browser: it says what the JSON summary says.
+    from .browser import assert_report_matches, open_report
+
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    (summary,) = [e for e in events if e["type"] == "summary"]
+    report = tmp_path / "report.html"
+    assert_report_matches(await open_report(report), report, summary)
 
 
 async def test_the_readme_locust_commands_run_as_written(tmp_path, speech_wav, script_file):
