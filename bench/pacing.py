@@ -1,6 +1,6 @@
 """Pacing at --speed 1: when do frames reach the server, compared with the ideal schedule?
 
-    python bench/pacing.py [--minutes 10] [--chunk-ms 100]
+    python bench/pacing.py [--minutes 10] [--chunk-ms 100] [--media m4a|webm]
 
 A recording server (in this process, its own thread) timestamps every binary frame. Two clients
 stream the same 16 kHz mono file to it at the same time, each as its own process:
@@ -101,6 +101,12 @@ def main() -> None:
     parser.add_argument("--naive-client", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--floor-client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--media",
+        choices=("m4a", "webm"),
+        help="our client streams this container of the same length (FFmpeg decoding in its "
+        "worker thread; needs streamcli[media]); the naive one keeps the WAV",
+    )
     args = parser.parse_args()
     if args.naive_client:
         asyncio.run(naive_client(args.naive_client, args.file, args.chunk_ms))
@@ -113,8 +119,14 @@ def main() -> None:
     chunk = args.chunk_ms / 1000
     print(f"machine: {machine()}")
     print(f"input: {args.minutes:g} min, 16 kHz mono, {args.chunk_ms} ms chunks, --speed 1")
+    ours_input = str(wav)
+    if args.media:
+        from media import make  # bench/media.py: tone bursts at 48 kHz in that container
+
+        ours_input = str(make(args.media, args.minutes))
+        print(f"our client streams {ours_input} ({args.media}, 48 kHz: decoded and resampled)")
     with RecordingServer() as server:
-        ours = [*streamcli_command(), "melvin", str(wav), "--url", f"{server.url}/ours"]
+        ours = [*streamcli_command(), "melvin", ours_input, "--url", f"{server.url}/ours"]
         ours += ["--no-auth", "--speed", "1", "--chunk-ms", str(args.chunk_ms), "--json"]
         naive = [PY, os.path.abspath(__file__), "--naive-client", f"{server.url}/naive"]
         naive += ["--file", str(wav), "--chunk-ms", str(args.chunk_ms)]

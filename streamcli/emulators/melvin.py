@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import io
 import json
+import socket
 import ssl
 import time
 import uuid
@@ -79,6 +80,7 @@ GARBAGE = {
     "garbage-json": '["not", "an", "object"]',
 }
 HUGE_SIZE = 20 * 1024 * 1024
+FROZEN_RCVBUF = 64 * 1024  # bytes the kernel keeps for a frozen connection
 CUT_WORD_SHORTFALL = 0.08  # a word cut at the window edge ends this much early (quirk)
 SERVE_HELP = "Melvin-ASR emulator (WebSocket on --port, REST export on --rest-port)."
 
@@ -94,6 +96,7 @@ class MelvinConnection:
     authenticated: bool = False
     waited_for_seat: bool = False
     read_before_seat: int | None = None  # frames read (queued unread) when a waiting one sat
+    frozen: bool = False  # freeze-after: nothing is read from the socket any more
     eof_received: bool = False
     export_id: str | None = None
     ended: str = ""
@@ -276,6 +279,9 @@ class MelvinEmulator:
     async def _read(self, ws: web.WebSocketResponse, conn: MelvinConnection, queue: asyncio.Queue):
         """Receive frames into a queue (frames sent while waiting for a seat are queued)."""
         async for msg in ws:
+            if conn.frozen:  # a dead peer reads nothing (aiohttp's own buffer then fills too)
+                await self._stopping.wait()
+                return
             if msg.type == WSMsgType.BINARY:
                 conn.frames.append(("binary", len(msg.data)))
                 await queue.put(("binary", msg.data, time.monotonic()))
@@ -372,6 +378,7 @@ class MelvinEmulator:
         elif fault == "close-after":
             await ws.close(code=1000)
         elif fault == "freeze-after":
+            conn.frozen = True
             await self._freeze(ws)
         else:
             transport = ws._req.transport if ws._req is not None else None
@@ -384,6 +391,12 @@ class MelvinEmulator:
         transport = ws._req.transport if ws._req is not None else None
         if transport is not None:
             transport.pause_reading()
+            # A small receive buffer from now on: the kernel's autotuning (up to tcp_rmem's
+            # 32 MB) would otherwise take tens of megabytes more before the client must wait.
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FROZEN_RCVBUF)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=120)
         if transport is not None:
