@@ -90,3 +90,28 @@ def assert_report_matches(seen: dict[str, Any], path: Path, summary: dict[str, A
         for part in key.split("."):
             expected = expected[part]
         assert value == expected, (key, value, expected)
+
+
+def _open_page(path: Path) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    seen: dict[str, Any] = {"errors": [], "requests": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+            page.on("request", lambda r: seen["requests"].append(r.url))
+            page.goto(path.resolve().as_uri(), wait_until="load")
+            page.wait_for_timeout(1500)
+            seen["text"] = page.inner_text("body")
+            seen["canvases"] = page.evaluate("document.querySelectorAll('canvas, svg').length")
+        finally:
+            browser.close()
+    return seen
+
+
+async def open_page(path: Path) -> dict[str, Any]:
+    """Any page (Locust's report): its script errors, requests, text and drawing surfaces."""
+    chromium_path()
+    return await asyncio.to_thread(_open_page, path)

@@ -51,7 +51,7 @@ async def locust(*args: str, cwd: Path, env: dict[str, str]) -> asyncio.subproce
 
 
 async def master_and_two_workers(
-    cwd: Path, env: dict[str, str], users: int, run_time: str
+    cwd: Path, env: dict[str, str], users: int, run_time: str, *more: str
 ) -> tuple[asyncio.subprocess.Process, list[tuple[bytes, bytes]]]:
     """A headless master (CSV as ``run_*.csv``) and two workers on ``cwd/locustfile.py``,
     run to the end; the master and every process's (stdout, stderr)."""
@@ -60,7 +60,7 @@ async def master_and_two_workers(
     master = await locust(
         *common, "--master", "--master-bind-port", str(port), "--headless",
         "--expect-workers", "2", "-u", str(users), "-r", str(users), "--run-time", run_time,
-        "--csv", "run", "--only-summary", cwd=cwd, env=env,
+        "--csv", "run", "--only-summary", *more, cwd=cwd, env=env,
     )  # fmt: skip
     worker = ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
     workers = [await locust(*common, *worker, cwd=cwd, env=env) for _ in range(2)]

@@ -279,7 +279,9 @@ async def test_locust_twenty_users_on_a_busy_server_fail_no_session(
         assert made.code == 0, made.stderr
         with (tmp_path / "locustfile.py").open("a") as f:
             f.write("\nMelvinUser.sessions = 1  # one session a user: all twenty run at once\n")
-        master, outputs = await master_and_two_workers(tmp_path, ENV, users=20, run_time="30s")
+        master, outputs = await master_and_two_workers(
+            tmp_path, ENV, 20, "30s", "--html", "report.html"
+        )
     finally:
         await emu.stop()
     errors = "".join(err.decode() for _, err in outputs)
@@ -292,3 +294,11 @@ async def test_locust_twenty_users_on_a_busy_server_fail_no_session(
     assert all(c.ended == "eof" for c in emu.connections)
     # The seat wait is its own figure: the sessions' final latencies hold none of it.
     assert float(stats[("melvin", "final latency")]["Max Response Time"]) < 2000
+    # Locust's own HTML report of the run (a Locust run's report): self-contained, drawn.
+    from .browser import open_page
+
+    page = await open_page(tmp_path / "report.html")
+    assert page["errors"] == [], page["errors"]
+    assert not [u for u in page["requests"] if not u.startswith("file:")], page["requests"]
+    assert "seat wait" in page["text"] and "final latency" in page["text"]
+    assert page["canvases"] > 0
