@@ -526,3 +526,14 @@ def test_melvin_tail_keeps_a_short_head_that_ends_with_the_last_final_word():
     b.receive_text(final_of(("a", 0.1, 0.2), ("b", 0.3, 0.4)), 1.0)
     b.receive_text(json.dumps({"partial": " x b t"}), 1.1)  # said "x b" again: new words
     assert finals_at_eof(b, 1.2) == [("a b", None), ("x b t", True)]
+
+
+def test_melvin_garbage_while_the_probe_waits_does_not_re_arm_its_timeout():
+    b = started()
+    b.frames_to_send()
+    b.send_audio(LAST, 0.0)
+    b.end_audio(0.01)
+    b.frames_to_send()
+    b.receive_text("<html>502</html>", 9.0)  # not a result: proves nothing
+    b.tick(10.01)
+    assert b.frames_to_send() == [LAST, "eof"]

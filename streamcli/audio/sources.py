@@ -138,7 +138,7 @@ def open_source(
     spooled to a temporary file first, because their decoders need to seek in them.
     ``audio_stream`` picks an audio stream of a media file (0 first)."""
     if spec != "-":
-        return _open_file(spec, spec, audio_stream)
+        return open_file(spec, spec, audio_stream)
     stream = stdin if stdin is not None else sys.stdin.buffer
     head = stream.peek(12)[:12] if hasattr(stream, "peek") else b""
     if not head:
@@ -148,7 +148,8 @@ def open_source(
     return _spooled(stream, audio_stream)
 
 
-def _open_file(path: str, label: str, audio_stream: int | None) -> AudioSource:
+def open_file(path: str, label: str, audio_stream: int | None = None) -> AudioSource:
+    """A local file: libsndfile, else FFmpeg (PyAV); ``label`` names it in errors."""
     from streamcli.audio import media
 
     if audio_stream is not None:  # a choice of streams: a container only FFmpeg reads
@@ -169,7 +170,7 @@ def _spooled(stream: BinaryIO, audio_stream: int | None) -> AudioSource:
     with tempfile.NamedTemporaryFile(prefix="streamcli-stdin-", delete=False) as tmp:
         shutil.copyfileobj(stream, tmp, 1 << 16)
     try:
-        source = _open_file(tmp.name, "stdin", audio_stream)
+        source = open_file(tmp.name, "stdin", audio_stream)
     finally:
         os.unlink(tmp.name)  # the open file keeps the data readable on POSIX
     return source

@@ -199,7 +199,7 @@ def open_url(
     url: str, wire: WireOptions, stall: float, audio_stream: int | None = None
 ) -> AudioSource:
     """The URL as an audio source (see the module docstring)."""
-    from streamcli.audio.sources import _open_file
+    from streamcli.audio.sources import open_file
 
     reader = HttpReader(url, wire, stall)
     if reader.length is None:  # live: no end in sight
@@ -215,6 +215,6 @@ def open_url(
     try:
         if reader.error is not None:
             raise reader.error
-        return _open_file(spool.name, reader.where, audio_stream)
+        return open_file(spool.name, reader.where, audio_stream)
     finally:
         os.unlink(spool.name)  # the open file keeps the data readable on POSIX

@@ -200,13 +200,13 @@ class MelvinBackend(Backend):
         if stripped.startswith(WAITING_PREFIX):
             self._on_waiting(stripped, now)
             return
-        partial = self._handle_text(text)
-        if self._phase == "sync" and not self.finished and not self.holding:
+        result = self._handle_text(text)
+        if result and self._phase == "sync" and not self.finished and not self.holding:
             # Results while the probe waits: the server is still working through what was
             # sent (a slow model with a backlog). Waiting on is better than eof now, which
-            # would meet a running transcription.
+            # would meet a running transcription. (Garbage proves nothing: no re-arm.)
             self._eof_due = now + SYNC_TIMEOUT_SECONDS
-        if partial and self._phase == "idle":
+        if result == "partial" and self._phase == "idle":
             # This partial ended the last transcription that could run. The held frame waits
             # until the server's time trigger (1 s, or as long as a transcription takes) fires.
             if self._held is None:
@@ -248,33 +248,33 @@ class MelvinBackend(Backend):
             self._end_deferred = False
             self.end_audio(now)
 
-    def _handle_text(self, text: str) -> bool:
-        """Handle one server text frame; True when it was a partial."""
+    def _handle_text(self, text: str) -> str:
+        """Handle one server text frame; what it was: "partial", "final", else ""."""
         stripped = text.strip()
         if EXPORT_ID.match(stripped):
             self.export_id = stripped
             self._emit_tail()
             self._finish("eof", export_id=stripped)
-            return False
+            return ""
         if stripped in AUTH_FAILURES:
             self._fail(f"Melvin-ASR rejected the credentials: {stripped}", ev.AUTH)
-            return False
+            return ""
         if stripped == UNKNOWN_CONTROL:
             self._on_unknown_control()
-            return False
+            return ""
         msg = self._parse_json_object(text)
         if msg is None:
-            return False
+            return ""
         if "partial" in msg:
             self._partial_or_final_seen = True
             self._on_partial(msg["partial"])
-            return True
+            return "partial"
         if "result" in msg or "text" in msg:
             self._partial_or_final_seen = True
             self._on_final(msg)
-        else:
-            self._emit(ev.Warning, message=f"ignored an unknown message with keys {sorted(msg)}")
-        return False
+            return "final"
+        self._emit(ev.Warning, message=f"ignored an unknown message with keys {sorted(msg)}")
+        return ""
 
     def _on_unknown_control(self) -> None:
         if self.api_key is not None and not self._partial_or_final_seen:

@@ -407,11 +407,7 @@ class BodhiEmulator(WebSocketEmulator):
         try:
             await self._converse(ws, record)
         finally:
-            del self._open[ws]
-            if not record.ended:  # the handler failed, e.g. the peer vanished mid-send
-                record.ended = "connection lost"
-            record.close_code = ws.close_code
-            record.finished.set()
+            self._connection_over(ws, record)
         return ws
 
     async def _send(self, ws: web.WebSocketResponse, record: BodhiConnection, msg: dict) -> None:
@@ -434,16 +430,6 @@ class BodhiEmulator(WebSocketEmulator):
         await ws.close(code=close)
 
     async def _converse(self, ws: web.WebSocketResponse, record: BodhiConnection) -> None:
-        streams: list[_Stream] = []
-        try:
-            await self._stream(ws, record, streams)
-        finally:
-            for stream in streams:
-                stream.recognizer.close()
-
-    async def _stream(
-        self, ws: web.WebSocketResponse, record: BodhiConnection, streams: list[_Stream]
-    ) -> None:
         loop = asyncio.get_running_loop()
         stream: _Stream | None = None
         while True:
@@ -467,7 +453,6 @@ class BodhiEmulator(WebSocketEmulator):
                     record.frames.append(Frame("text", len(msg.data), msg.data))
                     if stream is None:
                         stream = self._configure(record, msg.data)
-                        streams.append(stream)
                         continue
                     if msg.data == EOF_TEXT:
                         record.eof = True
@@ -500,7 +485,7 @@ class BodhiEmulator(WebSocketEmulator):
         return _Stream(
             record,
             config,
-            self.recognizers.new(config["sample_rate"], self.script),
+            self.recognizers.new(config["sample_rate"], self.script, owner=record),
             call_id=str(uuid.uuid4()),
             hex_segment_ids=self.hex_segment_ids,
         )

@@ -84,6 +84,15 @@ class WebSocketEmulator:
     def add_routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
+    def _connection_over(self, ws: web.WebSocketResponse, record: ConnectionRecord) -> None:
+        """A connection's handler returned or failed: how it ended, and its recognizers back."""
+        self._open.pop(ws, None)
+        if not record.ended:  # the handler failed, e.g. the peer vanished mid-send
+            record.ended = "connection lost"
+        record.close_code = ws.close_code
+        record.finished.set()
+        self.recognizers.release(record)
+
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -307,11 +307,7 @@ class PhebiEmulator(WebSocketEmulator):
         try:
             await self._converse(ws, record)
         finally:
-            del self._open[ws]
-            if not record.ended:  # the handler failed, e.g. the peer vanished mid-send
-                record.ended = "connection lost"
-            record.close_code = ws.close_code
-            record.finished.set()
+            self._connection_over(ws, record)
         return ws
 
     async def _send(self, ws: web.WebSocketResponse, record: PhebiConnection, msg: dict) -> None:
@@ -325,15 +321,7 @@ class PhebiEmulator(WebSocketEmulator):
         await ws.close(code=code)
 
     async def _converse(self, ws: web.WebSocketResponse, record: PhebiConnection) -> None:
-        stream = _Stream(record, self.recognizers.new(RATE, self.script))
-        try:
-            await self._stream(ws, record, stream)
-        finally:
-            stream.recognizer.close()
-
-    async def _stream(
-        self, ws: web.WebSocketResponse, record: PhebiConnection, stream: _Stream
-    ) -> None:
+        stream = _Stream(record, self.recognizers.new(RATE, self.script, owner=record))
         error_sent = False
         async for msg in ws:
             try:

@@ -115,6 +115,7 @@ class RecognizerHost:
     def __init__(self, kind: str, script: object | None) -> None:
         self.kind = resolve_kind(kind, script)
         self.pool: RecognizerPool | None = None
+        self._owned: dict[int, list[Recognition]] = {}  # by id() of a connection's record
 
     async def start(self) -> None:
         if self.kind == "pocketsphinx" and self.pool is None:
@@ -126,13 +127,24 @@ class RecognizerHost:
             await self.pool.close()
             self.pool = None
 
-    def new(self, rate: int, script: list[list[str]]) -> Recognition:
-        """A recognizer for one stream of audio at ``rate``."""
+    def new(self, rate: int, script: list[list[str]], owner: object = None) -> Recognition:
+        """A recognizer for one stream of audio at ``rate``; ``release(owner)`` closes it (no
+        owner: the caller closes it)."""
+        recognition: Recognition
         if self.kind == "pocketsphinx":
             if self.pool is None:
                 raise RuntimeError("the recognizer pool is not running (start the emulator)")
-            return PooledRecognition(self.pool, rate)
-        return ScriptedRecognition(rate, script)
+            recognition = PooledRecognition(self.pool, rate)
+        else:
+            recognition = ScriptedRecognition(rate, script)
+        if owner is not None:
+            self._owned.setdefault(id(owner), []).append(recognition)
+        return recognition
+
+    def release(self, owner: object) -> None:
+        """The connection is over: close the recognizers made for it."""
+        for recognition in self._owned.pop(id(owner), []):
+            recognition.close()
 
 
 # ---- the pool -----------------------------------------------------------------------------------

@@ -204,33 +204,19 @@ class VoskEmulator(WebSocketEmulator):
         try:
             await self._converse(ws, record)
         finally:
-            del self._open[ws]
-            if not record.ended:  # the handler failed, e.g. the peer vanished mid-send
-                record.ended = "connection lost"
-            record.close_code = ws.close_code
-            record.finished.set()
+            self._connection_over(ws, record)
         return ws
 
     async def _send(self, ws: web.WebSocketResponse, record: VoskConnection, msg: dict) -> None:
         record.sent.append(msg)
         await ws.send_str(vosk_json(msg))
 
-    async def _converse(self, ws: web.WebSocketResponse, record: VoskConnection) -> None:
-        streams: list[_Stream] = []
-        try:
-            await self._stream(ws, record, streams)
-        finally:
-            for stream in streams:
-                stream.recognizer.close()
-
-    def _new_stream(self, record: VoskConnection, streams: list[_Stream]) -> _Stream:
+    def _new_stream(self, record: VoskConnection) -> _Stream:
         """vosk-server makes the recognizer with the first audio (or the eof)."""
-        streams.append(_Stream(record, self.recognizers.new(record.sample_rate, self.script)))
-        return streams[-1]
+        recognition = self.recognizers.new(record.sample_rate, self.script, owner=record)
+        return _Stream(record, recognition)
 
-    async def _stream(
-        self, ws: web.WebSocketResponse, record: VoskConnection, streams: list[_Stream]
-    ) -> None:
+    async def _converse(self, ws: web.WebSocketResponse, record: VoskConnection) -> None:
         stream: _Stream | None = None
         async for msg in ws:
             try:
@@ -245,7 +231,7 @@ class VoskEmulator(WebSocketEmulator):
                     if msg.data != EOF_TEXT:
                         raise ServerCrash(unexpected_text(msg.data))
                     record.eof = True
-                    stream = stream or self._new_stream(record, streams)
+                    stream = stream or self._new_stream(record)
                     await self._send(ws, record, await stream.end())
                     record.ended, record.closed_by = "eof", "server"
                     await ws.close(code=WSCloseCode.OK)
@@ -253,7 +239,7 @@ class VoskEmulator(WebSocketEmulator):
                 if msg.type != WSMsgType.BINARY:
                     break
                 record.frames.append(Frame("binary", len(msg.data)))
-                stream = stream or self._new_stream(record, streams)
+                stream = stream or self._new_stream(record)
                 await self._send(ws, record, await stream.audio(msg.data))
             except ServerCrash as crash:
                 record.violations.append(str(crash))
